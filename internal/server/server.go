@@ -1,0 +1,239 @@
+// Package server is Plinth's composition root: it turns a Config into an
+// opened store, the domain services, one HTTP handler and the background
+// loops, and runs them until told to stop.
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"sigs.k8s.io/yaml"
+
+	"github.com/plinth-dev/plinth/internal/api"
+	"github.com/plinth-dev/plinth/internal/audit"
+	"github.com/plinth-dev/plinth/internal/auth"
+	"github.com/plinth-dev/plinth/internal/buildinfo"
+	"github.com/plinth-dev/plinth/internal/observe"
+	"github.com/plinth-dev/plinth/internal/store"
+	"github.com/plinth-dev/plinth/internal/workspace"
+)
+
+// Config is everything a Plinth process needs; `plinth up` needs none of it
+// set, since every field has an embedded default.
+type Config struct {
+	// Addr is the HTTP listen address.
+	Addr string `json:"addr"`
+	// DataDir holds the SQLite database and local artifacts.
+	DataDir string `json:"data_dir"`
+	// Database is a postgres:// URL; empty means SQLite in DataDir.
+	Database string `json:"database"`
+	// BootstrapKey, if set, becomes the first admin key instead of a
+	// random one. Ignored once an admin exists.
+	BootstrapKey string `json:"bootstrap_key"`
+	// TLSCert and TLSKey serve HTTPS when both are set.
+	TLSCert string `json:"tls_cert"`
+	TLSKey  string `json:"tls_key"`
+	// ShutdownTimeout bounds how long in-flight requests may finish.
+	ShutdownTimeout time.Duration `json:"-"`
+}
+
+// Defaults for `plinth up`.
+const (
+	DefaultAddr    = "127.0.0.1:8080"
+	DefaultDataDir = ".plinth"
+)
+
+// DatabaseURL is where the store lives: the configured PostgreSQL URL or
+// the SQLite file in the data directory.
+func (c Config) DatabaseURL() string {
+	if c.Database != "" {
+		return c.Database
+	}
+	return "sqlite:" + filepath.Join(c.DataDir, "plinth.db")
+}
+
+// Server is a running (or ready to run) Plinth control plane.
+type Server struct {
+	cfg      Config
+	log      *slog.Logger
+	db       *store.DB
+	handler  http.Handler
+	ready    atomic.Bool
+	registry *prometheus.Registry
+
+	Auth       *auth.Service
+	Workspaces *workspace.Service
+	Audit      *audit.Log
+	API        *api.API
+
+	// BootstrapSecret is the first admin key when this start created it,
+	// so the caller can show it once; empty otherwise.
+	BootstrapSecret string
+}
+
+// New opens the store, migrates it, bootstraps the admin on first start
+// and builds the HTTP handler. Close releases what it opened.
+func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
+	if cfg.Addr == "" {
+		cfg.Addr = DefaultAddr
+	}
+	if cfg.DataDir == "" {
+		cfg.DataDir = DefaultDataDir
+	}
+	if cfg.ShutdownTimeout == 0 {
+		cfg.ShutdownTimeout = 30 * time.Second
+	}
+	db, err := store.Open(ctx, cfg.DatabaseURL())
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, log: log, db: db}
+	applied, err := db.Migrate(ctx)
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("migrating %s: %w", db.Location, err)
+	}
+	for _, m := range applied {
+		log.Info("applied migration", "version", m.Version, "name", m.Name, "database", db.Location)
+	}
+
+	s.Audit = audit.New(db, nil)
+	s.Workspaces = workspace.NewService(db, s.Audit, nil)
+	s.Auth = auth.NewService(db, s.Audit, s.Workspaces, nil)
+	s.Workspaces.SetAuth(s.Auth)
+
+	secret, created, err := s.Auth.Bootstrap(ctx, cfg.BootstrapKey)
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("bootstrapping admin: %w", err)
+	}
+	if created {
+		s.BootstrapSecret = secret
+	}
+
+	doc, err := api.OpenAPIJSON()
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	s.API = &api.API{Auth: s.Auth, Workspaces: s.Workspaces, Audit: s.Audit, Log: log, OpenAPI: doc}
+
+	s.registry = prometheus.NewRegistry()
+	s.registry.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	for role, pool := range db.Pools() {
+		s.registry.MustRegister(collectors.NewDBStatsCollector(pool, "plinth_"+role))
+	}
+	metrics := observe.NewMetrics(s.registry)
+
+	mux := http.NewServeMux()
+	s.API.Register(mux)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		writeStatus(w, http.StatusOK, map[string]any{"status": "ok"})
+	})
+	mux.HandleFunc("GET /readyz", s.readyz)
+	mux.HandleFunc("GET /version", func(w http.ResponseWriter, r *http.Request) {
+		writeStatus(w, http.StatusOK, buildinfo.Get())
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{Registry: s.registry}))
+	s.handler = observe.Wrap(mux, metrics, log)
+	s.ready.Store(true)
+	return s, nil
+}
+
+// Handler is the server's whole HTTP surface, for tests and embedding.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// DB exposes the store, for tests and maintenance commands.
+func (s *Server) DB() *store.DB { return s.db }
+
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	checks := map[string]string{"migrations": "ok", "store": "ok"}
+	status := http.StatusOK
+	if !s.ready.Load() {
+		checks["migrations"], status = "pending", http.StatusServiceUnavailable
+	}
+	if err := s.db.Ping(ctx); err != nil {
+		checks["store"], status = "unreachable: "+err.Error(), http.StatusServiceUnavailable
+	}
+	writeStatus(w, status, map[string]any{"status": map[bool]string{true: "ready", false: "not ready"}[status == http.StatusOK], "checks": checks})
+}
+
+func writeStatus(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(v)
+}
+
+// Listen opens the configured address; separate from Serve so callers can
+// learn the real port (":0") before serving.
+func (s *Server) Listen() (net.Listener, error) {
+	ln, err := net.Listen("tcp", s.cfg.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("listening on %s: %w (is another plinth running? use --addr)", s.cfg.Addr, err)
+	}
+	return ln, nil
+}
+
+// Serve serves HTTP on ln until ctx is cancelled, then lets in-flight
+// requests finish (up to ShutdownTimeout) and returns.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	srv := &http.Server{
+		Handler:           s.handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+	}
+	errc := make(chan error, 1)
+	go func() {
+		if s.cfg.TLSCert != "" || s.cfg.TLSKey != "" {
+			srv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+			errc <- srv.ServeTLS(ln, s.cfg.TLSCert, s.cfg.TLSKey)
+			return
+		}
+		errc <- srv.Serve(ln)
+	}()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	s.ready.Store(false)
+	s.log.Info("shutting down: waiting for in-flight requests", "timeout", s.cfg.ShutdownTimeout)
+	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
+	defer cancel()
+	err := srv.Shutdown(sctx)
+	if e := <-errc; !errors.Is(e, http.ErrServerClosed) && e != nil {
+		err = errors.Join(err, e)
+	}
+	return err
+}
+
+// Close closes the store cleanly (SQLite checkpoints its WAL).
+func (s *Server) Close() error { return s.db.Close() }
+
+// LoadConfigFile reads a YAML (or JSON) config file into cfg; fields the
+// file leaves out keep their values.
+func LoadConfigFile(data []byte, cfg *Config) error {
+	if err := yaml.UnmarshalStrict(data, cfg); err != nil {
+		return fmt.Errorf("config file: %w", err)
+	}
+	return nil
+}
