@@ -338,4 +338,3 @@ func (l *Log) Verify(ctx context.Context) (Report, error) {
 	rep.OK = len(rep.Problems) == 0
 	return rep, nil
 }
-

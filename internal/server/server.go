@@ -136,7 +136,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
 	for role, pool := range db.Pools() {
-		s.registry.MustRegister(collectors.NewDBStatsCollector(pool, "plinth_"+role))
+		s.registry.MustRegister(collectors.NewDBStatsCollector(pool, role))
 	}
 	metrics := observe.NewMetrics(s.registry)
 
