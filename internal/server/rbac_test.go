@@ -103,7 +103,9 @@ func TestNoExistenceLeak(t *testing.T) {
 	} {
 		real := e.call(m.method, "/api/v1/workspaces/secret-project"+m.suffix, outsider, map[string]any{})
 		fake := e.call(m.method, "/api/v1/workspaces/no-such-project"+m.suffix, outsider, map[string]any{})
-		strip := func(s string) string { return strings.ReplaceAll(strings.ReplaceAll(s, "secret-project", "X"), "no-such-project", "X") }
+		strip := func(s string) string {
+			return strings.ReplaceAll(strings.ReplaceAll(s, "secret-project", "X"), "no-such-project", "X")
+		}
 		if real.status != 403 || fake.status != 403 || strip(string(real.raw)) != strip(string(fake.raw)) {
 			t.Errorf("%s %s: existing %d %s vs missing %d %s", m.method, m.suffix, real.status, real.raw, fake.status, fake.raw)
 		}
