@@ -99,15 +99,12 @@ func (s *Service) grant(ctx context.Context, tx store.Querier, by string, p Prin
 }
 
 // GrantCreatorOwner makes the creator of a new workspace its Owner, inside
-// the transaction that creates it.
+// the transaction that creates it. A platform Owner gets the grant too, so
+// the workspace's own role list always says who it belongs to.
 func (s *Service) GrantCreatorOwner(ctx context.Context, tx store.Querier, creator *Identity, workspace string) error {
 	p, err := getPrincipal(ctx, tx, creator.Principal)
 	if err != nil {
 		return err
-	}
-	if creator.Can(RolesWrite, "") {
-		// A platform Owner owns every workspace already.
-		return nil
 	}
 	_, err = s.grant(ctx, tx, creator.Principal, p, Owner, workspace)
 	return err
