@@ -61,4 +61,3 @@ func TestScripts(t *testing.T) {
 		},
 	})
 }
-
