@@ -8,6 +8,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"mime"
@@ -62,12 +63,26 @@ type API struct {
 
 // Register adds every route to mux.
 func (a *API) Register(mux *http.ServeMux) {
+	// byPath knows which methods each path pattern has, so a wrong method
+	// gets 405 with Allow rather than 404.
+	byPath := http.NewServeMux()
+	allowed := map[string][]string{}
 	for _, rt := range a.Routes() {
 		mux.Handle(rt.Method+" "+rt.Path, a.wrap(rt))
+		if allowed[rt.Path] == nil {
+			byPath.Handle(rt.Path, http.NotFoundHandler())
+		}
+		allowed[rt.Path] = append(allowed[rt.Path], rt.Method)
 	}
-	// Anything else under /api/v1 is an API 404 in the API's error shape,
-	// not the mux's plain-text one.
+	// Anything else under /api/v1 answers in the API's error shape, not
+	// the mux's plain text.
 	mux.HandleFunc("/api/v1/", func(w http.ResponseWriter, r *http.Request) {
+		if _, pattern := byPath.Handler(r); pattern != "" {
+			methods := strings.Join(allowed[pattern], ", ")
+			w.Header().Set("Allow", methods)
+			writeStatusError(w, r, http.StatusMethodNotAllowed, "method_not_allowed", fmt.Sprintf("%s is not allowed on %s (allowed: %s)", r.Method, r.URL.Path, methods))
+			return
+		}
 		writeError(w, r, a.Log, fault.New(fault.NotFound, "no API route %s %s", r.Method, r.URL.Path))
 	})
 }
@@ -254,6 +269,11 @@ func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err er
 		w.Header().Set("WWW-Authenticate", `Bearer realm="plinth", Basic realm="plinth"`)
 	}
 	writeJSON(w, status, ErrorBody{Error: body})
+}
+
+// writeStatusError answers with a status that has no fault kind (405).
+func writeStatusError(w http.ResponseWriter, r *http.Request, status int, code, message string) {
+	writeJSON(w, status, ErrorBody{Error: ErrorDetail{Code: code, Message: message}})
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

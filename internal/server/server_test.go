@@ -152,6 +152,10 @@ func TestBadInputChangesNothing(t *testing.T) {
 		e.must(400, "GET", "/api/v1/workspaces?page_token=not*base64", e.admin, nil)
 		e.must(400, "DELETE", "/api/v1/workspaces/quoted?force=perhaps", e.admin, nil)
 		e.must(404, "GET", "/api/v1/no-such-thing", e.admin, nil)
+		wrong := e.must(405, "PUT", "/api/v1/workspaces/quoted", e.admin, map[string]any{})
+		if wrong.header.Get("Allow") != "GET, PATCH, DELETE" || wrong.errCode() != "method_not_allowed" {
+			t.Fatalf("wrong method: %v %s", wrong.header, wrong.raw)
+		}
 	})
 }
 
