@@ -398,7 +398,7 @@ func (s *Service) RevokeKey(ctx context.Context, caller *Identity, keyID string)
 	var key APIKey
 	err := s.db.Tx(ctx, func(tx store.Querier) error {
 		var err error
-		key, err = scanKey(tx.QueryRowContext(ctx, `SELECT `+keyColumns+` FROM api_keys k JOIN principals p ON p.id = k.principal_id WHERE k.id = ?`, keyID))
+		key, err = scanKey(tx.QueryRowContext(ctx, `SELECT `+keyColumns+` FROM api_keys k JOIN principals p ON p.id = k.principal_id WHERE k.id = ?`+store.ForUpdate(tx), keyID))
 		visible := err == nil && (key.Principal == caller.Principal || caller.Can(KeysManage, "")) &&
 			(caller.KeyWorkspace == "" || key.Workspace == caller.KeyWorkspace)
 		if errors.Is(err, sql.ErrNoRows) || (err == nil && !visible) {
@@ -502,6 +502,11 @@ func (s *Service) Bootstrap(ctx context.Context, preset string) (string, bool, e
 	}
 	created := false
 	err := s.db.Tx(ctx, func(tx store.Querier) error {
+		// Several replicas may start at once on one PostgreSQL: one of
+		// them bootstraps, the others then see its admin.
+		if err := store.Lock(ctx, tx, store.LockPlatformOwners); err != nil {
+			return err
+		}
 		var n int
 		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM role_assignments WHERE role = ? AND workspace = ''`, string(Owner)).Scan(&n); err != nil {
 			return fmt.Errorf("looking for an admin: %w", err)

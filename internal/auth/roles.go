@@ -157,6 +157,11 @@ func (s *Service) RemoveRoleAssignment(ctx context.Context, workspace, assignmen
 			return fmt.Errorf("reading role assignment: %w", err)
 		}
 		if workspace == "" && ra.Role == Owner {
+			// Lock so two removals of different Owners cannot both see
+			// the other one still there.
+			if err := store.Lock(ctx, tx, store.LockPlatformOwners); err != nil {
+				return err
+			}
 			var n int
 			if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM role_assignments WHERE role = ? AND workspace = ''`, string(Owner)).Scan(&n); err != nil {
 				return err

@@ -99,11 +99,9 @@ func (db *DB) Migrate(ctx context.Context) (applied []Migration, err error) {
 	for {
 		var m *Migration
 		err := db.Tx(ctx, func(tx Querier) error {
-			if db.dialect == Postgres {
-				// Held until the transaction ends: one replica migrates at a time.
-				if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(7263511)`); err != nil {
-					return err
-				}
+			// Held until the transaction ends: one replica migrates at a time.
+			if err := Lock(ctx, tx, LockMigrate); err != nil {
+				return err
 			}
 			var current int
 			if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM plinth_schema_migrations`).Scan(&current); err != nil {

@@ -19,6 +19,10 @@ func TestRebind(t *testing.T) {
 		{"escaped quote in a string", `SELECT 'it''s ?' WHERE a = ? AND b = '?'`, `SELECT 'it''s ?' WHERE a = $1 AND b = '?'`},
 		{"empty string", `SELECT '' WHERE a = ?`, `SELECT '' WHERE a = $1`},
 		{"only in a string", `SELECT '?'`, `SELECT '?'`},
+		{"quoted identifier", `SELECT "who?" FROM t WHERE a = ?`, `SELECT "who?" FROM t WHERE a = $1`},
+		{"comment with apostrophe", "SELECT 1 -- don't ask?\nWHERE a = ?", "SELECT 1 -- don't ask?\nWHERE a = $1"},
+		{"comment at the end", `SELECT ? -- why?`, `SELECT $1 -- why?`},
+		{"minus is not a comment", `SELECT ? - ?`, `SELECT $1 - $2`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

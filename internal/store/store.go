@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"time"
 
@@ -205,28 +206,40 @@ func (db *DB) Tx(ctx context.Context, fn func(tx Querier) error) (err error) {
 	return nil
 }
 
-// rebind turns ? placeholders into PostgreSQL's $n. Question marks inside
-// string literals are left alone.
+// rebind turns ? placeholders into PostgreSQL's $n. A ? inside a string
+// literal, a quoted identifier or a -- comment is left alone.
 func rebind(d Dialect, query string) string {
 	if d != Postgres || !strings.Contains(query, "?") {
 		return query
 	}
 	var b strings.Builder
 	b.Grow(len(query) + 8)
-	n, inString := 0, false
+	n := 0
+	var quote byte // the quote character we are inside, or 0
 	for i := 0; i < len(query); i++ {
 		c := query[i]
 		switch {
-		case c == '\'':
-			inString = !inString
-			b.WriteByte(c)
-		case c == '?' && !inString:
+		case quote != 0:
+			if c == quote {
+				quote = 0
+			}
+		case c == '\'' || c == '"':
+			quote = c
+		case c == '-' && i+1 < len(query) && query[i+1] == '-':
+			end := strings.IndexByte(query[i:], '\n')
+			if end < 0 {
+				end = len(query) - i
+			}
+			b.WriteString(query[i : i+end])
+			i += end - 1
+			continue
+		case c == '?':
 			n++
 			b.WriteByte('$')
-			b.WriteString(fmt.Sprint(n))
-		default:
-			b.WriteByte(c)
+			b.WriteString(strconv.Itoa(n))
+			continue
 		}
+		b.WriteByte(c)
 	}
 	return b.String()
 }
@@ -257,3 +270,32 @@ func IsForeignKeyViolation(err error) bool {
 	}
 	return false
 }
+
+// ForUpdate is the row-locking suffix for a SELECT inside a transaction
+// that will write what it read. PostgreSQL's default READ COMMITTED would
+// otherwise let two such transactions overwrite each other's changes;
+// SQLite needs none, since its immediate transactions admit one writer.
+func ForUpdate(q Querier) string {
+	if q.Dialect() == Postgres {
+		return " FOR UPDATE"
+	}
+	return ""
+}
+
+// Lock serialises the transactions that take the same lock id until they
+// end: an advisory lock on PostgreSQL, and nothing more on SQLite, whose
+// writers are already serialised. Use it where a check spans rows that do
+// not exist yet (such as "no admin exists, so create one").
+func Lock(ctx context.Context, tx Querier, lockID int64) error {
+	if tx.Dialect() != Postgres {
+		return nil
+	}
+	_, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(?)`, lockID)
+	return err
+}
+
+// Advisory lock ids used with Lock; one place, so they never collide.
+const (
+	LockMigrate   int64 = 7263511
+	LockPlatformOwners int64 = 7263512
+)

@@ -243,7 +243,16 @@ func (s *Service) Get(ctx context.Context, name string) (Workspace, error) {
 }
 
 func get(ctx context.Context, q store.Querier, name string) (Workspace, error) {
-	w, err := scan(q.QueryRowContext(ctx, `SELECT `+columns+` FROM workspaces WHERE name = ?`, name))
+	return getLocked(ctx, q, name, "")
+}
+
+// getForUpdate reads a workspace inside a transaction that will change it.
+func getForUpdate(ctx context.Context, tx store.Querier, name string) (Workspace, error) {
+	return getLocked(ctx, tx, name, store.ForUpdate(tx))
+}
+
+func getLocked(ctx context.Context, q store.Querier, name, lock string) (Workspace, error) {
+	w, err := scan(q.QueryRowContext(ctx, `SELECT `+columns+` FROM workspaces WHERE name = ?`+lock, name))
 	if errors.Is(err, sql.ErrNoRows) {
 		return w, fault.New(fault.NotFound, "workspace %q not found", name)
 	}
@@ -330,7 +339,7 @@ func (s *Service) Update(ctx context.Context, name string, in UpdateInput) (Work
 	var w Workspace
 	err := s.db.Tx(ctx, func(tx store.Querier) error {
 		var err error
-		w, err = get(ctx, tx, name)
+		w, err = getForUpdate(ctx, tx, name)
 		if err != nil {
 			return err
 		}
@@ -375,7 +384,7 @@ func (s *Service) Update(ctx context.Context, name string, in UpdateInput) (Work
 // assignments and workspace-limited keys always go with it.
 func (s *Service) Delete(ctx context.Context, name string, force bool) error {
 	return s.db.Tx(ctx, func(tx store.Querier) error {
-		w, err := get(ctx, tx, name)
+		w, err := getForUpdate(ctx, tx, name)
 		if err != nil {
 			return err
 		}
