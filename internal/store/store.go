@@ -296,6 +296,6 @@ func Lock(ctx context.Context, tx Querier, lockID int64) error {
 
 // Advisory lock ids used with Lock; one place, so they never collide.
 const (
-	LockMigrate   int64 = 7263511
+	LockMigrate        int64 = 7263511
 	LockPlatformOwners int64 = 7263512
 )
