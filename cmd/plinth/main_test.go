@@ -2,9 +2,9 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -48,15 +48,20 @@ func TestScripts(t *testing.T) {
 				}
 				ts.Fatalf("%s did not appear within 30s", path)
 			},
-			// credkey VAR: set VAR to the key saved in the credentials file.
-			"credkey": func(ts *testscript.TestScript, neg bool, args []string) {
-				data := ts.ReadFile("$PLINTH_CONFIG_DIR/credentials.json")
-				i := strings.Index(data, `"key": "`)
-				if i < 0 {
-					ts.Fatalf("no key in credentials file")
+			// cred VAR FIELD: set VAR to the url or key of the current
+			// profile in the credentials file.
+			"cred": func(ts *testscript.TestScript, neg bool, args []string) {
+				if len(args) != 2 || (args[1] != "url" && args[1] != "key") {
+					ts.Fatalf("usage: cred VAR url|key")
 				}
-				rest := data[i+len(`"key": "`):]
-				ts.Setenv(args[0], rest[:strings.Index(rest, `"`)])
+				var creds struct {
+					Current  string                       `json:"current"`
+					Profiles map[string]map[string]string `json:"profiles"`
+				}
+				if err := json.Unmarshal([]byte(ts.ReadFile(filepath.Join(ts.Getenv("PLINTH_CONFIG_DIR"), "credentials.json"))), &creds); err != nil {
+					ts.Fatalf("credentials file: %v", err)
+				}
+				ts.Setenv(args[0], creds.Profiles[creds.Current][args[1]])
 			},
 		},
 	})

@@ -122,7 +122,7 @@ var roleGrants = func() map[Role]map[Permission]bool {
 		Owner:       all,
 		Contributor: without(PrincipalsWrite, KeysManage, RolesWrite, AuditRead),
 		DataScientist: {
-			WorkspaceRead, TrackingRead, TrackingWrite, RegistryRead, RegistryWrite, DataRead, DataWrite,
+			PrincipalsRead, WorkspaceRead, RolesRead, TrackingRead, TrackingWrite, RegistryRead, RegistryWrite, DataRead, DataWrite,
 			JobsRead, JobsWrite, ComputeRead, ComputeOperate, EndpointsRead, EndpointsInvoke, UsageRead,
 		},
 		Reader: {

@@ -1,0 +1,71 @@
+package auth
+
+import "testing"
+
+func TestCan(t *testing.T) {
+	reader := &Identity{Principal: "r", Grants: []Grant{{Reader, "a"}}}
+	platformOwner := &Identity{Principal: "o", Grants: []Grant{{Owner, ""}}}
+	scopedOwner := &Identity{Principal: "o", KeyWorkspace: "a", Grants: []Grant{{Owner, ""}}}
+	mixed := &Identity{Principal: "m", Grants: []Grant{{Reader, ""}, {Contributor, "b"}}}
+	var anonymous *Identity
+	tests := []struct {
+		name string
+		id   *Identity
+		p    Permission
+		ws   string
+		want bool
+	}{
+		{"reader reads its workspace", reader, WorkspaceRead, "a", true},
+		{"reader cannot read another", reader, WorkspaceRead, "b", false},
+		{"reader cannot update", reader, WorkspaceUpdate, "a", false},
+		{"workspace role grants nothing platform-wide", reader, WorkspaceRead, "", false},
+		{"platform owner everywhere", platformOwner, WorkspaceDelete, "zzz", true},
+		{"platform owner platform perms", platformOwner, PrincipalsWrite, "", true},
+		{"platform-only perm never in a workspace", platformOwner, PrincipalsWrite, "a", false},
+		{"scoped key inside its workspace", scopedOwner, WorkspaceDelete, "a", true},
+		{"scoped key outside its workspace", scopedOwner, WorkspaceRead, "b", false},
+		{"scoped key at platform scope", scopedOwner, WorkspacesCreate, "", false},
+		{"roles add up", mixed, WorkspaceUpdate, "b", true},
+		{"platform reader cannot update elsewhere", mixed, WorkspaceUpdate, "c", false},
+		{"anyone authenticated", reader, Authenticated, "", true},
+		{"anonymous only public", anonymous, Authenticated, "", false},
+		{"anonymous public", anonymous, Public, "", true},
+	}
+	for _, tc := range tests {
+		if got := tc.id.Can(tc.p, tc.ws); got != tc.want {
+			t.Errorf("%s: Can(%s, %q) = %v, want %v", tc.name, tc.p, tc.ws, got, tc.want)
+		}
+	}
+}
+
+func TestWorkspaces(t *testing.T) {
+	mixed := &Identity{Grants: []Grant{{Reader, "b"}, {EndpointInvoker, "a"}, {Owner, "c"}}}
+	names, all := mixed.Workspaces(WorkspaceRead)
+	if all || len(names) != 3 || names[0] != "a" || names[2] != "c" {
+		t.Fatalf("Workspaces(read) = %v, %v", names, all)
+	}
+	if names, _ := mixed.Workspaces(WorkspaceUpdate); len(names) != 1 || names[0] != "c" {
+		t.Fatalf("Workspaces(update) = %v", names)
+	}
+	scoped := &Identity{KeyWorkspace: "k", Grants: []Grant{{Reader, ""}}}
+	if names, all := scoped.Workspaces(WorkspaceRead); all || len(names) != 1 || names[0] != "k" {
+		t.Fatalf("scoped key Workspaces = %v, %v", names, all)
+	}
+}
+
+func TestEveryRoleIsOrdered(t *testing.T) {
+	// Each role grants a subset of the one above it, except that
+	// EndpointInvoker's invoke right is not a Reader's.
+	for i := 1; i < len(Roles)-1; i++ {
+		for _, p := range Permissions {
+			if RoleGrants(Roles[i], p.Permission) && !RoleGrants(Roles[i-1], p.Permission) {
+				t.Errorf("%s grants %s but %s does not", Roles[i], p.Permission, Roles[i-1])
+			}
+		}
+	}
+	for _, p := range Permissions {
+		if !RoleGrants(Owner, p.Permission) {
+			t.Errorf("Owner lacks %s", p.Permission)
+		}
+	}
+}
