@@ -190,7 +190,7 @@ func (a *API) recordFailure(ctx context.Context, rt Route, r *http.Request, ws s
 	if rt.Action == "" {
 		return
 	}
-	rec := audit.Record{Action: rt.Action, Resource: strings.TrimPrefix(r.URL.Path, "/api/v1/"), Workspace: ws,
+	rec := audit.Record{Action: rt.Action, Resource: clipMessage(strings.TrimPrefix(r.URL.Path, "/api/v1/")), Workspace: clipMessage(ws),
 		Result: string(fault.KindOf(err))}
 	if fe, ok := fault.As(err); ok && fe.Kind != fault.Internal {
 		rec.Details = map[string]any{"error": clipMessage(fe.Message)}
