@@ -45,11 +45,7 @@ func newWhoamiCmd(g *globals) *cobra.Command {
 		Use:   "whoami",
 		Short: "Show who the configured key authenticates as, and its roles",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
+		RunE: g.withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
 			me, err := c.WhoAmI(cmd.Context())
 			if err != nil {
 				return err
@@ -62,7 +58,7 @@ func newWhoamiCmd(g *globals) *cobra.Command {
 				return [][]string{{"PRINCIPAL", "KIND", "KEY", "KEY LIMITED TO", "ROLES"},
 					{me.Principal, me.Kind, me.KeyID, orDash(me.KeyWorkspace), orDash(strings.Join(roles, ", "))}}
 			})
-		},
+		}),
 	}
 }
 
@@ -74,11 +70,7 @@ func newKeyCmd(g *globals) *cobra.Command {
 		Use:   "create",
 		Short: "Create an API key; its secret is printed once",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
+		RunE: g.withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
 			k, err := c.CreateKey(cmd.Context(), in)
 			if err != nil {
 				return err
@@ -88,7 +80,7 @@ func newKeyCmd(g *globals) *cobra.Command {
 				return nil
 			}
 			return g.printResult(k, nil)
-		},
+		}),
 	}
 	create.Flags().StringVar(&in.Name, "name", "", "key name, unique among the owner's live keys (required)")
 	create.Flags().StringVar(&in.Principal, "principal", "", "owner of the key (default: you; others need keys.manage)")
@@ -102,11 +94,7 @@ func newKeyCmd(g *globals) *cobra.Command {
 		Use:   "list",
 		Short: "List API keys (yours, or --principal's)",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
+		RunE: g.withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
 			keys, err := c.ListKeys(cmd.Context(), principal, all)
 			if err != nil {
 				return err
@@ -122,7 +110,7 @@ func newKeyCmd(g *globals) *cobra.Command {
 				}
 				return rows
 			})
-		},
+		}),
 	}
 	list.Flags().StringVar(&principal, "principal", "", "whose keys (default: yours)")
 	list.Flags().BoolVar(&all, "all", false, "include revoked keys")
@@ -131,11 +119,7 @@ func newKeyCmd(g *globals) *cobra.Command {
 		Use:   "revoke ID",
 		Short: "Revoke an API key; it stops working at once",
 		Args:  exactArgs(1, "ID"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
+		RunE: g.withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
 			k, err := c.RevokeKey(cmd.Context(), args[0])
 			if err != nil {
 				return err
@@ -145,7 +129,7 @@ func newKeyCmd(g *globals) *cobra.Command {
 				return nil
 			}
 			return g.printResult(k, nil)
-		},
+		}),
 	}
 	cmd.AddCommand(create, list, revoke)
 	return cmd
@@ -159,17 +143,13 @@ func newRoleCmd(g *globals) *cobra.Command {
 		Use:   "assign --principal NAME --role ROLE [--workspace WS]",
 		Short: "Grant a role to a principal, in a workspace or (without --workspace) platform-wide",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
+		RunE: g.withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
 			ra, err := c.AssignRole(cmd.Context(), ws, principal, role)
 			if err != nil {
 				return err
 			}
 			return g.printResult(ra, func() [][]string { return roleRows(ra) })
-		},
+		}),
 	}
 	assign.Flags().StringVar(&principal, "principal", "", "who gets the role (required)")
 	assign.Flags().StringVar(&role, "role", "", "Owner, Contributor, DataScientist, Reader or EndpointInvoker (required)")
@@ -189,17 +169,13 @@ func newRoleCmd(g *globals) *cobra.Command {
 		Use:   "list [--workspace WS]",
 		Short: "List role assignments in a workspace or platform-wide",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
+		RunE: g.withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
 			list, err := c.ListRoles(cmd.Context(), listWS, listPrincipal)
 			if err != nil {
 				return err
 			}
 			return g.printResult(list, func() [][]string { return roleRows(list...) })
-		},
+		}),
 	}
 	list.Flags().StringVar(&listWS, "workspace", "", "workspace (default: platform-wide)")
 	list.Flags().StringVar(&listPrincipal, "principal", "", "only this principal's")
@@ -209,17 +185,13 @@ func newRoleCmd(g *globals) *cobra.Command {
 		Use:   "remove ID [--workspace WS]",
 		Short: "Remove a role assignment",
 		Args:  exactArgs(1, "ID"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
+		RunE: g.withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
 			if err := c.RemoveRole(cmd.Context(), removeWS, args[0]); err != nil {
 				return err
 			}
 			fmt.Fprintf(g.stdout, "role assignment %s removed\n", args[0])
 			return nil
-		},
+		}),
 	}
 	remove.Flags().StringVar(&removeWS, "workspace", "", "workspace the assignment is in (default: platform-wide)")
 
@@ -227,11 +199,7 @@ func newRoleCmd(g *globals) *cobra.Command {
 		Use:   "definitions",
 		Short: "List the built-in roles and their permissions",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
+		RunE: g.withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
 			roles, err := c.RoleDefinitions(cmd.Context())
 			if err != nil {
 				return err
@@ -243,7 +211,7 @@ func newRoleCmd(g *globals) *cobra.Command {
 				}
 				return rows
 			})
-		},
+		}),
 	}
 	cmd.AddCommand(assign, list, remove, defs)
 	return cmd
@@ -264,18 +232,14 @@ func newPrincipalCmd(g *globals) *cobra.Command {
 		Use:   "create NAME",
 		Short: "Create a user (or, with --kind service, a service principal)",
 		Args:  exactArgs(1, "NAME"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
+		RunE: g.withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
 			in.Name = args[0]
 			p, err := c.CreatePrincipal(cmd.Context(), in)
 			if err != nil {
 				return err
 			}
 			return g.printResult(p, func() [][]string { return principalRows(p) })
-		},
+		}),
 	}
 	create.Flags().StringVar(&in.Kind, "kind", "user", "user or service")
 	create.Flags().StringVar(&in.DisplayName, "display-name", "", "human-friendly name")
@@ -284,11 +248,7 @@ func newPrincipalCmd(g *globals) *cobra.Command {
 		Use:   "list",
 		Short: "List principals",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
+		RunE: g.withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
 			var all []auth.Principal
 			token := ""
 			for {
@@ -306,39 +266,31 @@ func newPrincipalCmd(g *globals) *cobra.Command {
 				all = []auth.Principal{}
 			}
 			return g.printResult(all, func() [][]string { return principalRows(all...) })
-		},
+		}),
 	}
 	show := &cobra.Command{
 		Use:   "show NAME",
 		Short: "Show a principal",
 		Args:  exactArgs(1, "NAME"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
+		RunE: g.withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
 			p, err := c.GetPrincipal(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
 			return g.printResult(p, func() [][]string { return principalRows(p) })
-		},
+		}),
 	}
 	del := &cobra.Command{
 		Use:   "delete NAME",
 		Short: "Delete a principal with its keys and role assignments",
 		Args:  exactArgs(1, "NAME"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
+		RunE: g.withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
 			if err := c.DeletePrincipal(cmd.Context(), args[0]); err != nil {
 				return err
 			}
 			fmt.Fprintf(g.stdout, "principal %q deleted\n", args[0])
 			return nil
-		},
+		}),
 	}
 	cmd.AddCommand(create, list, show, del)
 	return cmd

@@ -18,11 +18,7 @@ func newAuditCmd(g *globals) *cobra.Command {
 		Use:   "list",
 		Short: "List audit records, newest first",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
+		RunE: g.withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
 			var all []audit.Record
 			for {
 				q.PageSize = min(limit-len(all), 1000)
@@ -46,7 +42,7 @@ func newAuditCmd(g *globals) *cobra.Command {
 				}
 				return rows
 			})
-		},
+		}),
 	}
 	fl := list.Flags()
 	fl.StringVar(&q.Principal, "principal", "", "only records by this principal")
@@ -62,11 +58,7 @@ func newAuditCmd(g *globals) *cobra.Command {
 		Use:   "verify",
 		Short: "Check the audit log's hash chain; exits 1 if any record was edited, deleted or reordered",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
+		RunE: g.withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
 			rep, err := c.VerifyAudit(cmd.Context())
 			if err != nil {
 				return err
@@ -94,7 +86,7 @@ func newAuditCmd(g *globals) *cobra.Command {
 				return exitError{code: 1}
 			}
 			return nil
-		},
+		}),
 	}
 	cmd.AddCommand(list, verify)
 	return cmd

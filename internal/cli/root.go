@@ -113,3 +113,15 @@ func exactArgs(n int, names string) cobra.PositionalArgs {
 		return nil
 	}
 }
+
+// withClient adapts a command body that needs an API client: it builds
+// the client from flags, environment and profile first.
+func (g *globals) withClient(run func(cmd *cobra.Command, c *client.Client, args []string) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error {
+		c, err := g.client()
+		if err != nil {
+			return err
+		}
+		return run(cmd, c, args)
+	}
+}

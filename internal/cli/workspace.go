@@ -7,6 +7,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/plinth-dev/plinth/internal/client"
+
 	"github.com/plinth-dev/plinth/internal/workspace"
 )
 
@@ -59,12 +61,9 @@ func newWorkspaceCreate(g *globals) *cobra.Command {
 		Use:   "create NAME",
 		Short: "Create a workspace (you become its Owner)",
 		Args:  exactArgs(1, "NAME"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
+		RunE: g.withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
 			in.Name = args[0]
+			var err error
 			if in.Tags, err = parseTags("tag", tags); err != nil {
 				return err
 			}
@@ -76,7 +75,7 @@ func newWorkspaceCreate(g *globals) *cobra.Command {
 				return err
 			}
 			return g.printResult(w, func() [][]string { return workspaceRows(w) })
-		},
+		}),
 	}
 	fl := cmd.Flags()
 	fl.StringVar(&in.DisplayName, "display-name", "", "human-friendly name (default: NAME)")
@@ -95,11 +94,7 @@ func newWorkspaceList(g *globals) *cobra.Command {
 		Use:   "list",
 		Short: "List the workspaces you can read",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
+		RunE: g.withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
 			var all []workspace.Workspace
 			token := ""
 			for {
@@ -120,7 +115,7 @@ func newWorkspaceList(g *globals) *cobra.Command {
 				all = []workspace.Workspace{}
 			}
 			return g.printResult(all, func() [][]string { return workspaceRows(all...) })
-		},
+		}),
 	}
 	cmd.Flags().StringVar(&team, "team", "", "only workspaces of this team")
 	cmd.Flags().IntVar(&limit, "limit", 0, "show at most this many (0: all)")
@@ -132,17 +127,13 @@ func newWorkspaceShow(g *globals) *cobra.Command {
 		Use:   "show NAME",
 		Short: "Show a workspace",
 		Args:  exactArgs(1, "NAME"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
+		RunE: g.withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
 			w, err := c.GetWorkspace(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
 			return g.printResult(w, func() [][]string { return workspaceDetail(w) })
-		},
+		}),
 	}
 }
 
@@ -155,11 +146,7 @@ func newWorkspaceUpdate(g *globals) *cobra.Command {
 		Short: "Change a workspace's display name, description, team, tags or allowed regions",
 		Long:  "Change a workspace. Only the flags you give are changed. The region itself never changes: it is where the workspace's data lives.",
 		Args:  exactArgs(1, "NAME"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
+		RunE: g.withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
 			var in workspace.UpdateInput
 			fl := cmd.Flags()
 			if fl.Changed("display-name") {
@@ -197,7 +184,7 @@ func newWorkspaceUpdate(g *globals) *cobra.Command {
 				return err
 			}
 			return g.printResult(w, func() [][]string { return workspaceDetail(w) })
-		},
+		}),
 	}
 	fl := cmd.Flags()
 	fl.StringVar(&displayName, "display-name", "", "new display name")
@@ -215,17 +202,13 @@ func newWorkspaceDelete(g *globals) *cobra.Command {
 		Use:   "delete NAME",
 		Short: "Delete a workspace (refused while it holds resources, unless --force)",
 		Args:  exactArgs(1, "NAME"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
+		RunE: g.withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
 			if err := c.DeleteWorkspace(cmd.Context(), args[0], force); err != nil {
 				return err
 			}
 			fmt.Fprintf(g.stdout, "workspace %q deleted\n", args[0])
 			return nil
-		},
+		}),
 	}
 	cmd.Flags().BoolVar(&force, "force", false, "also delete everything the workspace holds")
 	return cmd
@@ -236,11 +219,7 @@ func newWorkspaceRegions(g *globals) *cobra.Command {
 		Use:   "regions",
 		Short: "List the region names a workspace may use",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
+		RunE: g.withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
 			regions, err := c.Regions(cmd.Context())
 			if err != nil {
 				return err
@@ -252,6 +231,6 @@ func newWorkspaceRegions(g *globals) *cobra.Command {
 				}
 				return rows
 			})
-		},
+		}),
 	}
 }
