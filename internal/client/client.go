@@ -94,8 +94,14 @@ func (c *Client) Do(ctx context.Context, method, path string, query url.Values, 
 				Details map[string]any `json:"details"`
 			} `json:"error"`
 		}
+		var mlflowErr struct {
+			ErrorCode string `json:"error_code"`
+			Message   string `json:"message"`
+		}
 		if json.Unmarshal(data, &eb) == nil && eb.Error.Message != "" {
 			apiErr.Code, apiErr.Message, apiErr.Details = eb.Error.Code, eb.Error.Message, eb.Error.Details
+		} else if json.Unmarshal(data, &mlflowErr) == nil && mlflowErr.ErrorCode != "" {
+			apiErr.Code, apiErr.Message = mlflowErr.ErrorCode, mlflowErr.Message
 		} else {
 			apiErr.Message = strings.TrimSpace(string(data))
 			if apiErr.Message == "" {

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"path/filepath"
 	"sync/atomic"
 	"time"
@@ -22,11 +23,14 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/plinth-dev/plinth/internal/api"
+	"github.com/plinth-dev/plinth/internal/artifact"
 	"github.com/plinth-dev/plinth/internal/audit"
 	"github.com/plinth-dev/plinth/internal/auth"
 	"github.com/plinth-dev/plinth/internal/buildinfo"
+	"github.com/plinth-dev/plinth/internal/mlflowapi"
 	"github.com/plinth-dev/plinth/internal/observe"
 	"github.com/plinth-dev/plinth/internal/store"
+	"github.com/plinth-dev/plinth/internal/tracking"
 	"github.com/plinth-dev/plinth/internal/workspace"
 )
 
@@ -42,9 +46,15 @@ type Config struct {
 	// BootstrapKey, if set, becomes the first admin key instead of a
 	// random one. Ignored once an admin exists.
 	BootstrapKey string `json:"bootstrap_key"`
+	// Artifacts is the blob store URL for run artifacts (file:///dir,
+	// s3://bucket, azblob://container); empty means DataDir/artifacts.
+	Artifacts string `json:"artifacts"`
 	// TLSCert and TLSKey serve HTTPS when both are set.
 	TLSCert string `json:"tls_cert"`
 	TLSKey  string `json:"tls_key"`
+	// DebugAddr, when set, serves Go's pprof profiles on a separate
+	// listener (keep it on loopback).
+	DebugAddr string `json:"debug_addr"`
 	// ShutdownTimeout bounds how long in-flight requests may finish.
 	ShutdownTimeout time.Duration `json:"-"`
 }
@@ -64,6 +74,18 @@ func (c Config) DatabaseURL() string {
 	return "sqlite:" + filepath.Join(c.DataDir, "plinth.db")
 }
 
+// ArtifactsURL is where run artifacts are stored.
+func (c Config) ArtifactsURL() (string, error) {
+	if c.Artifacts != "" {
+		return c.Artifacts, nil
+	}
+	abs, err := filepath.Abs(filepath.Join(c.DataDir, "artifacts"))
+	if err != nil {
+		return "", err
+	}
+	return "file://" + filepath.ToSlash(abs), nil
+}
+
 // Server is a running (or ready to run) Plinth control plane.
 type Server struct {
 	cfg      Config
@@ -76,7 +98,10 @@ type Server struct {
 	Auth       *auth.Service
 	Workspaces *workspace.Service
 	Audit      *audit.Log
+	Tracking   *tracking.Service
+	Artifacts  *artifact.Store
 	API        *api.API
+	MLflow     *mlflowapi.API
 
 	// BootstrapSecret is the first admin key when this start created it,
 	// so the caller can show it once; empty otherwise.
@@ -114,6 +139,12 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	s.Auth = auth.NewService(db, s.Audit, s.Workspaces, nil)
 	s.Workspaces.SetAuth(s.Auth)
 
+	s.Tracking = tracking.NewService(db, s.Audit, nil)
+	s.Workspaces.AddHolder(s.Tracking)
+	s.Workspaces.OnCreate(func(ctx context.Context, tx store.Querier, w workspace.Workspace) error {
+		return s.Tracking.CreateDefaultExperiment(ctx, tx, w.ID, w.Name)
+	})
+
 	secret, created, err := s.Auth.Bootstrap(ctx, cfg.BootstrapKey)
 	if err != nil {
 		db.Close()
@@ -122,6 +153,25 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	if created {
 		s.BootstrapSecret = secret
 	}
+	// The MLflow API's root path serves this workspace.
+	if _, err := s.Workspaces.EnsureExists(ctx, workspace.CreateInput{Name: mlflowapi.DefaultWorkspace,
+		Description: "The workspace served at the root MLflow tracking URI"}); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("creating the default workspace: %w", err)
+	}
+	if err := s.Tracking.EnsureDefaultExperiments(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("creating Default experiments: %w", err)
+	}
+	artifactsURL, err := cfg.ArtifactsURL()
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	if s.Artifacts, err = artifact.Open(ctx, artifactsURL); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("opening artifact store %s: %w", artifactsURL, err)
+	}
 
 	doc, err := api.OpenAPIJSON()
 	if err != nil {
@@ -129,6 +179,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		return nil, err
 	}
 	s.API = &api.API{Auth: s.Auth, Workspaces: s.Workspaces, Audit: s.Audit, Log: log, OpenAPI: doc}
+	s.MLflow = &mlflowapi.API{Auth: s.Auth, Workspaces: s.Workspaces, Tracking: s.Tracking, Artifacts: s.Artifacts, Audit: s.Audit, Log: log}
 
 	s.registry = prometheus.NewRegistry()
 	s.registry.MustRegister(
@@ -142,6 +193,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 
 	mux := http.NewServeMux()
 	s.API.Register(mux)
+	s.MLflow.Register(mux)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeStatus(w, http.StatusOK, map[string]any{"status": "ok"})
 	})
@@ -201,6 +253,16 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
 	}
+	if s.cfg.DebugAddr != "" {
+		dbg := &http.Server{Addr: s.cfg.DebugAddr, Handler: debugMux(), ReadHeaderTimeout: 10 * time.Second}
+		go func() {
+			if err := dbg.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				s.log.Error("debug listener failed", "addr", s.cfg.DebugAddr, "error", err)
+			}
+		}()
+		defer dbg.Close()
+		s.log.Info("serving pprof profiles", "addr", s.cfg.DebugAddr)
+	}
 	errc := make(chan error, 1)
 	go func() {
 		if s.cfg.TLSCert != "" || s.cfg.TLSKey != "" {
@@ -226,8 +288,15 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	return err
 }
 
-// Close closes the store cleanly (SQLite checkpoints its WAL).
-func (s *Server) Close() error { return s.db.Close() }
+// Close closes the artifact store and the database (SQLite checkpoints
+// its WAL).
+func (s *Server) Close() error {
+	var err error
+	if s.Artifacts != nil {
+		err = s.Artifacts.Close()
+	}
+	return errors.Join(err, s.db.Close())
+}
 
 // LoadConfigFile reads a YAML (or JSON) config file into cfg; fields the
 // file leaves out keep their values.
@@ -236,4 +305,16 @@ func LoadConfigFile(data []byte, cfg *Config) error {
 		return fmt.Errorf("config file: %w", err)
 	}
 	return nil
+}
+
+// debugMux serves the pprof profiles; kept off the main listener so they
+// are never exposed with the API.
+func debugMux() *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return mux
 }

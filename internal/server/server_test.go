@@ -186,7 +186,8 @@ func TestPagination(t *testing.T) {
 				break
 			}
 		}
-		if pages != 3 || strings.Join(names, ",") != "ws-0,ws-1,ws-2,ws-3,ws-4" {
+		// "default" is the workspace MLflow's root tracking URI serves.
+		if pages != 3 || strings.Join(names, ",") != "default,ws-0,ws-1,ws-2,ws-3,ws-4" {
 			t.Fatalf("%d pages: %v", pages, names)
 		}
 	})

@@ -49,11 +49,12 @@ type Holder interface {
 
 // Service manages workspaces.
 type Service struct {
-	db      *store.DB
-	audit   *audit.Log
-	auth    *auth.Service
-	holders []Holder
-	now     func() time.Time
+	db       *store.DB
+	audit    *audit.Log
+	auth     *auth.Service
+	holders  []Holder
+	onCreate []CreateHook
+	now      func() time.Time
 	// DefaultRegion is used when a create request names none.
 	DefaultRegion string
 }
@@ -73,6 +74,14 @@ func (s *Service) SetAuth(a *auth.Service) { s.auth = a }
 
 // AddHolder registers a domain whose resources live in workspaces.
 func (s *Service) AddHolder(h Holder) { s.holders = append(s.holders, h) }
+
+// CreateHook runs inside the transaction that creates a workspace, so a
+// domain can give every workspace what it needs from the start (such as
+// tracking's Default experiment).
+type CreateHook func(ctx context.Context, tx store.Querier, w Workspace) error
+
+// OnCreate registers a hook run for every new workspace.
+func (s *Service) OnCreate(h CreateHook) { s.onCreate = append(s.onCreate, h) }
 
 var (
 	nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{2,32}$`)
@@ -112,7 +121,8 @@ type CreateInput struct {
 	Tags           map[string]string `json:"tags"`
 }
 
-// Create makes a workspace; its creator becomes its Owner.
+// Create makes a workspace; its creator becomes its Owner. A nil caller
+// is the platform itself (the default workspace at first start).
 func (s *Service) Create(ctx context.Context, caller *auth.Identity, in CreateInput) (Workspace, error) {
 	if err := ValidName("name", in.Name); err != nil {
 		return Workspace{}, err
@@ -127,8 +137,12 @@ func (s *Service) Create(ctx context.Context, caller *auth.Identity, in CreateIn
 		in.Tags = map[string]string{}
 	}
 	now := s.now().UTC().Truncate(time.Millisecond)
+	createdBy := "system"
+	if caller != nil {
+		createdBy = caller.Principal
+	}
 	w := Workspace{ID: id.New(), Name: in.Name, DisplayName: in.DisplayName, Description: in.Description, Region: in.Region,
-		AllowedRegions: in.AllowedRegions, Team: in.Team, Tags: in.Tags, CreatedBy: caller.Principal, CreatedAt: now, UpdatedAt: now}
+		AllowedRegions: in.AllowedRegions, Team: in.Team, Tags: in.Tags, CreatedBy: createdBy, CreatedAt: now, UpdatedAt: now}
 	if w.DisplayName == "" {
 		w.DisplayName = w.Name
 	}
@@ -146,8 +160,15 @@ func (s *Service) Create(ctx context.Context, caller *auth.Identity, in CreateIn
 		if err != nil {
 			return fmt.Errorf("creating workspace: %w", err)
 		}
-		if err := s.auth.GrantCreatorOwner(ctx, tx, caller, w.Name); err != nil {
-			return err
+		if caller != nil {
+			if err := s.auth.GrantCreatorOwner(ctx, tx, caller, w.Name); err != nil {
+				return err
+			}
+		}
+		for _, h := range s.onCreate {
+			if err := h(ctx, tx, w); err != nil {
+				return err
+			}
 		}
 		return s.audit.Append(ctx, tx, audit.Record{Action: "workspace.create", Resource: "workspaces/" + w.Name, Workspace: w.Name,
 			Details: map[string]any{"region": w.Region, "allowed_regions": w.AllowedRegions, "team": w.Team}})
@@ -260,6 +281,21 @@ func getLocked(ctx context.Context, q store.Querier, name, lock string) (Workspa
 		return w, fmt.Errorf("reading workspace %s: %w", name, err)
 	}
 	return w, nil
+}
+
+// EnsureExists creates the named workspace as the platform if it does not
+// exist yet, and reports whether it did.
+func (s *Service) EnsureExists(ctx context.Context, in CreateInput) (bool, error) {
+	if _, err := s.Get(ctx, in.Name); err == nil {
+		return false, nil
+	} else if !fault.Is(err, fault.NotFound) {
+		return false, err
+	}
+	_, err := s.Create(ctx, nil, in)
+	if fault.Is(err, fault.AlreadyExists) {
+		return false, nil // another replica made it first
+	}
+	return err == nil, err
 }
 
 // WorkspaceID implements auth.WorkspaceResolver.
