@@ -40,6 +40,8 @@ type DB struct {
 	read    *sql.DB
 	// Location describes where the data lives, without credentials.
 	Location string
+
+	group group
 }
 
 // Open connects to the database named by dsn: a postgres:// or
@@ -120,6 +122,7 @@ func (db *DB) Dialect() Dialect { return db.dialect }
 
 // Close closes every connection. It is safe to call once.
 func (db *DB) Close() error {
+	db.closeGroup()
 	err := db.write.Close()
 	if db.read != db.write {
 		err = errors.Join(err, db.read.Close())
