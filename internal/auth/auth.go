@@ -41,6 +41,32 @@ type Service struct {
 	// authenticated reads do not each cost a write.
 	lastUsedMu sync.Mutex
 	lastUsed   map[string]time.Time
+
+	// identities caches what a key authenticates as for IdentityTTL, so
+	// hot paths (metric logging) do not read the key and its grants on
+	// every request. Any change to keys, roles or principals made through
+	// this process empties it at once; other replicas see a change within
+	// IdentityTTL.
+	cacheMu    sync.Mutex
+	identities map[string]cachedIdentity
+}
+
+// IdentityTTL is how long another replica may keep honouring a key or a
+// role after it was revoked or removed.
+const IdentityTTL = 2 * time.Second
+
+type cachedIdentity struct {
+	id        Identity
+	keyExpiry int64 // Unix ms; 0: never
+	until     time.Time
+}
+
+// InvalidateCache forgets every cached identity; call it after any change
+// that can alter what a key may do.
+func (s *Service) InvalidateCache() {
+	s.cacheMu.Lock()
+	s.identities = map[string]cachedIdentity{}
+	s.cacheMu.Unlock()
 }
 
 // NewService returns a Service. now is the clock; nil means time.Now.
@@ -48,7 +74,7 @@ func NewService(db *store.DB, log *audit.Log, ws WorkspaceResolver, now func() t
 	if now == nil {
 		now = time.Now
 	}
-	return &Service{db: db, audit: log, workspaces: ws, now: now, lastUsed: map[string]time.Time{}}
+	return &Service{db: db, audit: log, workspaces: ws, now: now, lastUsed: map[string]time.Time{}, identities: map[string]cachedIdentity{}}
 }
 
 // Principal is a user or a service principal.
@@ -109,7 +135,7 @@ func (s *Service) CreatePrincipal(ctx context.Context, caller *Identity, in Crea
 		return Principal{}, fault.InvalidField("display_name", "longer than 256 characters")
 	}
 	p := Principal{ID: id.New(), Name: in.Name, Kind: in.Kind, DisplayName: in.DisplayName, CreatedBy: caller.Principal, CreatedAt: s.now().UTC().Truncate(time.Millisecond)}
-	err := s.db.Tx(ctx, func(tx store.Querier) error {
+	err := s.tx(ctx, func(tx store.Querier) error {
 		if err := insertPrincipal(ctx, tx, p); err != nil {
 			return err
 		}
@@ -191,7 +217,7 @@ func (s *Service) DeletePrincipal(ctx context.Context, caller *Identity, name st
 	if name == caller.Principal {
 		return fault.New(fault.FailedPrecondition, "a principal cannot delete itself")
 	}
-	return s.db.Tx(ctx, func(tx store.Querier) error {
+	return s.tx(ctx, func(tx store.Querier) error {
 		p, err := getPrincipal(ctx, tx, name)
 		if err != nil {
 			return err
@@ -280,7 +306,7 @@ func (s *Service) CreateKey(ctx context.Context, caller *Identity, in CreateKeyI
 	}
 	secret := NewKeySecret()
 	var key APIKey
-	err := s.db.Tx(ctx, func(tx store.Querier) error {
+	err := s.tx(ctx, func(tx store.Querier) error {
 		var err error
 		key, err = s.insertKey(ctx, tx, in, secret, caller.Principal, now)
 		if err != nil {
@@ -396,7 +422,7 @@ func (s *Service) ListKeys(ctx context.Context, caller *Identity, principal stri
 // not-found, so key ids cannot be probed.
 func (s *Service) RevokeKey(ctx context.Context, caller *Identity, keyID string) (APIKey, error) {
 	var key APIKey
-	err := s.db.Tx(ctx, func(tx store.Querier) error {
+	err := s.tx(ctx, func(tx store.Querier) error {
 		var err error
 		key, err = scanKey(tx.QueryRowContext(ctx, `SELECT `+keyColumns+` FROM api_keys k JOIN principals p ON p.id = k.principal_id WHERE k.id = ?`+store.ForUpdate(tx), keyID))
 		visible := err == nil && (key.Principal == caller.Principal || caller.Can(KeysManage, "")) &&
@@ -428,11 +454,22 @@ func (s *Service) Authenticate(ctx context.Context, secret string) (*Identity, e
 	if secret == "" {
 		return nil, fault.New(fault.Unauthenticated, "no API key presented")
 	}
+	hash := hashKey(secret)
+	now := s.now()
+	s.cacheMu.Lock()
+	c, ok := s.identities[hash]
+	s.cacheMu.Unlock()
+	if ok && now.Before(c.until) && (c.keyExpiry == 0 || now.UnixMilli() < c.keyExpiry) {
+		id := c.id
+		id.Grants = append([]Grant(nil), c.id.Grants...)
+		s.touch(ctx, id.KeyID, now)
+		return &id, nil
+	}
 	q := s.db.Read()
 	var ident Identity
 	var expires, revoked sql.NullInt64
 	err := q.QueryRowContext(ctx, `SELECT k.id, k.workspace, k.expires_at, k.revoked_at, p.id, p.name, p.kind
-		FROM api_keys k JOIN principals p ON p.id = k.principal_id WHERE k.hash = ?`, hashKey(secret)).
+		FROM api_keys k JOIN principals p ON p.id = k.principal_id WHERE k.hash = ?`, hash).
 		Scan(&ident.KeyID, &ident.KeyWorkspace, &expires, &revoked, &ident.PrincipalID, &ident.Principal, &ident.Kind)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fault.New(fault.Unauthenticated, "API key is not valid")
@@ -440,7 +477,6 @@ func (s *Service) Authenticate(ctx context.Context, secret string) (*Identity, e
 	if err != nil {
 		return nil, fault.Wrap(fault.Unavailable, err, "checking API key")
 	}
-	now := s.now()
 	if revoked.Valid {
 		return nil, fault.New(fault.Unauthenticated, "API key has been revoked")
 	}
@@ -452,6 +488,17 @@ func (s *Service) Authenticate(ctx context.Context, secret string) (*Identity, e
 		return nil, fault.Wrap(fault.Unavailable, err, "loading role assignments")
 	}
 	ident.Grants = grants
+	entry := cachedIdentity{id: ident, until: now.Add(IdentityTTL)}
+	entry.id.Grants = append([]Grant(nil), grants...)
+	if expires.Valid {
+		entry.keyExpiry = expires.Int64
+	}
+	s.cacheMu.Lock()
+	if len(s.identities) > 10000 {
+		s.identities = map[string]cachedIdentity{} // bound memory; it refills
+	}
+	s.identities[hash] = entry
+	s.cacheMu.Unlock()
 	s.touch(ctx, ident.KeyID, now)
 	return &ident, nil
 }
@@ -465,7 +512,7 @@ func (s *Service) touch(ctx context.Context, keyID string, now time.Time) {
 	s.lastUsed[keyID] = now
 	s.lastUsedMu.Unlock()
 	// Best effort: a failed last-used stamp must not fail the request.
-	_ = s.db.Tx(ctx, func(tx store.Querier) error {
+	_ = s.tx(ctx, func(tx store.Querier) error {
 		_, err := tx.ExecContext(ctx, `UPDATE api_keys SET last_used_at = ? WHERE id = ?`, now.UnixMilli(), keyID)
 		return err
 	})
@@ -501,7 +548,7 @@ func (s *Service) Bootstrap(ctx context.Context, preset string) (string, bool, e
 		secret = NewKeySecret()
 	}
 	created := false
-	err := s.db.Tx(ctx, func(tx store.Querier) error {
+	err := s.tx(ctx, func(tx store.Querier) error {
 		// Several replicas may start at once on one PostgreSQL: one of
 		// them bootstraps, the others then see its admin.
 		if err := store.Lock(ctx, tx, store.LockPlatformOwners); err != nil {
@@ -539,4 +586,11 @@ func (s *Service) Bootstrap(ctx context.Context, preset string) (string, bool, e
 		return "", false, err
 	}
 	return secret, true, nil
+}
+
+// tx runs a change to keys, roles or principals and then forgets cached
+// identities, so the change holds from the next request on.
+func (s *Service) tx(ctx context.Context, fn func(tx store.Querier) error) error {
+	defer s.InvalidateCache()
+	return s.db.Tx(ctx, fn)
 }

@@ -51,7 +51,7 @@ func (s *Service) AssignRole(ctx context.Context, caller *Identity, workspace st
 		return RoleAssignment{}, err
 	}
 	var ra RoleAssignment
-	err = s.db.Tx(ctx, func(tx store.Querier) error {
+	err = s.tx(ctx, func(tx store.Querier) error {
 		p, err := getPrincipal(ctx, tx, in.Principal)
 		if fault.Is(err, fault.NotFound) {
 			return fault.InvalidField("principal", "principal %q does not exist", in.Principal)
@@ -148,7 +148,7 @@ func scanAssignment(row interface{ Scan(...any) error }) (RoleAssignment, error)
 // refuses to remove the last platform Owner, which would leave nobody able
 // to grant access.
 func (s *Service) RemoveRoleAssignment(ctx context.Context, workspace, assignmentID string) error {
-	return s.db.Tx(ctx, func(tx store.Querier) error {
+	return s.tx(ctx, func(tx store.Querier) error {
 		ra, err := scanAssignment(tx.QueryRowContext(ctx, `SELECT r.id, p.name, r.role, r.workspace, r.created_by, r.created_at FROM role_assignments r JOIN principals p ON p.id = r.principal_id WHERE r.id = ? AND r.workspace = ?`, assignmentID, workspace))
 		if errors.Is(err, sql.ErrNoRows) {
 			return fault.New(fault.NotFound, "role assignment %q not found at %s", assignmentID, ScopeName(workspace))

@@ -106,7 +106,7 @@ func (a *API) guard(w http.ResponseWriter, r *http.Request, ws string, perm auth
 
 // scope resolves the workspace's id.
 func (a *API) scope(ctx context.Context, ws string) (tracking.Scope, error) {
-	w, err := a.Workspaces.Get(ctx, ws)
+	w, err := a.Workspaces.Lookup(ctx, ws)
 	if err != nil {
 		if fault.Is(err, fault.NotFound) {
 			return tracking.Scope{}, fault.New(fault.NotFound, "Workspace '%s' does not exist", ws)

@@ -1,9 +1,16 @@
 package server_test
 
 import (
+	"context"
 	"fmt"
+	"io"
+	"log/slog"
 	"sync"
 	"testing"
+	"time"
+
+	"github.com/plinth-dev/plinth/internal/auth"
+	"github.com/plinth-dev/plinth/internal/server"
 )
 
 // TestConcurrentUpdatesLoseNothing patches different fields of one
@@ -38,4 +45,50 @@ func TestConcurrentUpdatesLoseNothing(t *testing.T) {
 			t.Fatalf("audit after concurrent writes: %s", rep.raw)
 		}
 	})
+}
+
+// TestRevocationAcrossReplicas runs two servers on one database: a key
+// revoked through one stops working on the other within auth.IdentityTTL
+// (and at once on the one that revoked it).
+func TestRevocationAcrossReplicas(t *testing.T) {
+	dir := t.TempDir()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	a, err := server.New(context.Background(), server.Config{DataDir: dir, BootstrapKey: adminKey}, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b, err := server.New(context.Background(), server.Config{DataDir: dir}, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	ctx := context.Background()
+	admin, err := a.Auth.Authenticate(ctx, adminKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, secret, err := a.Auth.CreateKey(ctx, admin, auth.CreateKeyInput{Name: "shared"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Auth.Authenticate(ctx, secret); err != nil { // now cached on a
+		t.Fatal(err)
+	}
+	if _, err := b.Auth.RevokeKey(ctx, admin, key.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Auth.Authenticate(ctx, secret); err == nil {
+		t.Fatal("the replica that revoked the key still accepts it")
+	}
+	deadline := time.Now().Add(auth.IdentityTTL + time.Second)
+	for {
+		if _, err := a.Auth.Authenticate(ctx, secret); err != nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the other replica still accepts a revoked key after %s", auth.IdentityTTL+time.Second)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }

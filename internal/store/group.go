@@ -24,9 +24,9 @@ type unit struct {
 type group struct {
 	once      sync.Once
 	closeOnce sync.Once
-	queue  chan *unit
-	closed chan struct{}
-	exited chan struct{}
+	queue     chan *unit
+	closed    chan struct{}
+	exited    chan struct{}
 }
 
 // TxGrouped runs fn in a write transaction that it may share with other

@@ -472,7 +472,8 @@ func (s *Service) LogBatch(ctx context.Context, sc Scope, runID string, b Batch,
 			return err
 		}
 	}
-	return s.db.Tx(ctx, func(tx store.Querier) error {
+	// Many clients log small batches at once: they share transactions.
+	return s.db.TxGrouped(ctx, func(ctx context.Context, tx store.Querier) error {
 		ri, err := s.runInfo(ctx, tx, sc, runID, false)
 		if err != nil {
 			return err

@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -57,6 +58,48 @@ type Service struct {
 	now      func() time.Time
 	// DefaultRegion is used when a create request names none.
 	DefaultRegion string
+
+	cacheMu sync.Mutex
+	cache   map[string]cachedWorkspace
+}
+
+// lookupTTL is how long Lookup may answer from memory: hot paths (every
+// MLflow call) resolve a workspace name per request. Changes made by this
+// process are seen at once; other replicas' within lookupTTL.
+const lookupTTL = time.Second
+
+type cachedWorkspace struct {
+	w     Workspace
+	until time.Time
+}
+
+// Lookup is Get for hot paths: it may answer from a cache up to lookupTTL
+// old.
+func (s *Service) Lookup(ctx context.Context, name string) (Workspace, error) {
+	now := s.now()
+	s.cacheMu.Lock()
+	c, ok := s.cache[name]
+	s.cacheMu.Unlock()
+	if ok && now.Before(c.until) {
+		return c.w, nil
+	}
+	w, err := s.Get(ctx, name)
+	if err != nil {
+		return w, err
+	}
+	s.cacheMu.Lock()
+	if s.cache == nil || len(s.cache) > 10000 {
+		s.cache = map[string]cachedWorkspace{}
+	}
+	s.cache[name] = cachedWorkspace{w: w, until: now.Add(lookupTTL)}
+	s.cacheMu.Unlock()
+	return w, nil
+}
+
+func (s *Service) forget(name string) {
+	s.cacheMu.Lock()
+	delete(s.cache, name)
+	s.cacheMu.Unlock()
 }
 
 // NewService returns a Service; now nil means time.Now. The auth service
@@ -176,6 +219,7 @@ func (s *Service) Create(ctx context.Context, caller *auth.Identity, in CreateIn
 	if err != nil {
 		return Workspace{}, err
 	}
+	s.auth.InvalidateCache() // the creator now owns it
 	return w, nil
 }
 
@@ -372,6 +416,7 @@ type UpdateInput struct {
 
 // Update changes a workspace's mutable fields.
 func (s *Service) Update(ctx context.Context, name string, in UpdateInput) (Workspace, error) {
+	defer s.forget(name)
 	var w Workspace
 	err := s.db.Tx(ctx, func(tx store.Querier) error {
 		var err error
@@ -419,6 +464,9 @@ func (s *Service) Update(ctx context.Context, name string, in UpdateInput) (Work
 // holds resources, unless force, which deletes them with it; role
 // assignments and workspace-limited keys always go with it.
 func (s *Service) Delete(ctx context.Context, name string, force bool) error {
+	// Its role assignments and limited keys go with it.
+	defer s.auth.InvalidateCache()
+	defer s.forget(name)
 	return s.db.Tx(ctx, func(tx store.Querier) error {
 		w, err := getForUpdate(ctx, tx, name)
 		if err != nil {
