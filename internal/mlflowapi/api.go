@@ -297,6 +297,12 @@ func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err er
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
+	if raw, ok := v.(rawJSON); ok {
+		w.Header().Set("Content-Length", strconv.Itoa(len(raw)))
+		w.WriteHeader(status)
+		w.Write(raw)
+		return
+	}
 	w.WriteHeader(status)
 	enc := json.NewEncoder(w)
 	enc.SetEscapeHTML(false)

@@ -525,10 +525,7 @@ func (a *API) getMetricHistory(r *http.Request, body []byte, sc tracking.Scope) 
 	if err != nil {
 		return nil, err
 	}
-	return struct {
-		Metrics       []wireMetric `json:"metrics,omitempty"`
-		NextPageToken string       `json:"next_page_token,omitempty"`
-	}{metricsOut(ms), next}, nil
+	return rawJSON(appendMetricsJSON(make([]byte, 0, 64+len(ms)*72), ms, next)), nil
 }
 
 func (a *API) getMetricHistoryBulkInterval(r *http.Request, body []byte, sc tracking.Scope) (any, error) {
@@ -547,9 +544,7 @@ func (a *API) getMetricHistoryBulkInterval(r *http.Request, body []byte, sc trac
 	if err != nil {
 		return nil, err
 	}
-	return struct {
-		Metrics []wireMetric `json:"metrics,omitempty"`
-	}{metricsOut(ms)}, nil
+	return rawJSON(appendMetricsJSON(make([]byte, 0, 64+len(ms)*110), ms, "")), nil
 }
 
 type fileInfo struct {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"database/sql"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -852,7 +853,9 @@ func (s *Service) SearchRuns(ctx context.Context, sc Scope, in SearchInput) ([]R
 }
 
 // GetMetricHistory returns every point of one metric of a run, by step
-// then timestamp, a page at a time.
+// then timestamp, a page at a time. Pages continue from the last point of
+// the previous page (keyset), so reading a long history costs the same
+// per page at its end as at its start.
 func (s *Service) GetMetricHistory(ctx context.Context, sc Scope, runID, key, pageToken string, max int64) ([]Metric, string, error) {
 	if max < 0 || max > MaxHistoryResults {
 		return nil, "", fault.New(fault.Invalid, "max_results must be between 1 and %d", MaxHistoryResults)
@@ -861,7 +864,7 @@ func (s *Service) GetMetricHistory(ctx context.Context, sc Scope, runID, key, pa
 	if limit == 0 {
 		limit = MaxHistoryResults
 	}
-	offset, err := parseOffsetToken(pageToken)
+	after, err := parseHistoryToken(pageToken)
 	if err != nil {
 		return nil, "", err
 	}
@@ -869,18 +872,28 @@ func (s *Service) GetMetricHistory(ctx context.Context, sc Scope, runID, key, pa
 	if _, err := s.runInfo(ctx, q, sc, runID, false); err != nil {
 		return nil, "", err
 	}
-	rows, err := q.QueryContext(ctx, `SELECT key, value, timestamp, step, is_nan FROM metrics WHERE run_uuid = ? AND key = ?
-		ORDER BY step, timestamp, value LIMIT ? OFFSET ?`, runID, key, limit+1, offset)
+	query := `SELECT step, timestamp, value, is_nan FROM metrics WHERE run_uuid = ? AND key = ?`
+	args := []any{runID, key}
+	if after != nil {
+		query += ` AND (step, timestamp, value, is_nan) > (?, ?, ?, ?)`
+		args = append(args, after.Step, after.Timestamp, after.Value, after.IsNaN)
+	}
+	args = append(args, limit+1)
+	rows, err := q.QueryContext(ctx, query+` ORDER BY step, timestamp, value, is_nan LIMIT ?`, args...)
 	if err != nil {
 		return nil, "", fmt.Errorf("reading metric history: %w", err)
 	}
 	defer rows.Close()
-	out := make([]Metric, 0, 64)
+	out := make([]Metric, 0, min(limit+1, 1024))
+	var last historyPosition
 	for rows.Next() {
-		var m Metric
+		m := Metric{Key: key}
 		var isNaN bool
-		if err := rows.Scan(&m.Key, &m.Value, &m.Timestamp, &m.Step, &isNaN); err != nil {
+		if err := rows.Scan(&m.Step, &m.Timestamp, &m.Value, &isNaN); err != nil {
 			return nil, "", err
+		}
+		if len(out) < limit {
+			last = historyPosition{Step: m.Step, Timestamp: m.Timestamp, Value: m.Value, IsNaN: isNaN}
 		}
 		m.Value = loadedValue(m.Value, isNaN)
 		out = append(out, m)
@@ -891,9 +904,36 @@ func (s *Service) GetMetricHistory(ctx context.Context, sc Scope, runID, key, pa
 	next := ""
 	if len(out) > limit {
 		out = out[:limit]
-		next = offsetToken(offset + limit)
+		next = historyToken(last)
 	}
 	return out, next, nil
+}
+
+// historyPosition is where a history page ended, as stored.
+type historyPosition struct {
+	Step      int64   `json:"step"`
+	Timestamp int64   `json:"timestamp"`
+	Value     float64 `json:"value"`
+	IsNaN     bool    `json:"is_nan"`
+}
+
+func historyToken(p historyPosition) string {
+	b, _ := json.Marshal(map[string]historyPosition{"after": p})
+	return base64.StdEncoding.EncodeToString(b)
+}
+
+func parseHistoryToken(tok string) (*historyPosition, error) {
+	if tok == "" {
+		return nil, nil
+	}
+	b, err := base64.StdEncoding.DecodeString(tok)
+	var v struct {
+		After *historyPosition `json:"after"`
+	}
+	if err != nil || json.Unmarshal(b, &v) != nil || v.After == nil {
+		return nil, fault.New(fault.Invalid, "Invalid page token, could not base64-decode")
+	}
+	return v.After, nil
 }
 
 // BulkIntervalInput selects sampled history for several runs, as the

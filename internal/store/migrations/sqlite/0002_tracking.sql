@@ -1,4 +1,7 @@
--- MLflow-compatible experiment tracking. Experiment ids are numbers
+-- MLflow-compatible experiment tracking. The small, composite-keyed
+-- tables are WITHOUT ROWID: one B-tree clustered on the key instead of a
+-- table plus an index, so a metric's history is one contiguous range and
+-- a batch of points is inserted once, not twice. Experiment ids are numbers
 -- counted per workspace (each workspace has its own "0" Default
 -- experiment, as a standalone MLflow server would); pk is the global key.
 CREATE TABLE experiments (
@@ -20,7 +23,7 @@ CREATE TABLE experiment_tags (
     key           TEXT NOT NULL,
     value         TEXT NOT NULL,
     PRIMARY KEY (experiment_pk, key)
-);
+) WITHOUT ROWID;
 
 CREATE TABLE runs (
     run_uuid        TEXT PRIMARY KEY,
@@ -43,14 +46,14 @@ CREATE TABLE params (
     key      TEXT NOT NULL,
     value    TEXT NOT NULL,
     PRIMARY KEY (run_uuid, key)
-);
+) WITHOUT ROWID;
 
 CREATE TABLE tags (
     run_uuid TEXT NOT NULL REFERENCES runs(run_uuid) ON DELETE CASCADE,
     key      TEXT NOT NULL,
     value    TEXT NOT NULL,
     PRIMARY KEY (run_uuid, key)
-);
+) WITHOUT ROWID;
 
 -- Every logged point. An exact duplicate (same key, step, timestamp,
 -- value) is dropped, as MLflow drops it. NaN is stored as is_nan with
@@ -63,7 +66,7 @@ CREATE TABLE metrics (
     value     DOUBLE PRECISION NOT NULL,
     is_nan    BOOLEAN NOT NULL,
     PRIMARY KEY (run_uuid, key, step, timestamp, value, is_nan)
-);
+) WITHOUT ROWID;
 
 -- The latest point of each metric (largest step, then timestamp, then
 -- value), kept up to date on every write: what runs/get returns and what
@@ -76,7 +79,7 @@ CREATE TABLE latest_metrics (
     value     DOUBLE PRECISION NOT NULL,
     is_nan    BOOLEAN NOT NULL,
     PRIMARY KEY (run_uuid, key)
-);
+) WITHOUT ROWID;
 CREATE INDEX latest_metrics_key_value ON latest_metrics (key, value);
 
 -- Datasets logged with runs/log-inputs, unique per experiment by name
@@ -106,4 +109,4 @@ CREATE TABLE run_input_tags (
     key        TEXT NOT NULL,
     value      TEXT NOT NULL,
     PRIMARY KEY (input_uuid, key)
-);
+) WITHOUT ROWID;
