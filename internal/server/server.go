@@ -263,6 +263,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		defer dbg.Close()
 		s.log.Info("serving pprof profiles", "addr", s.cfg.DebugAddr)
 	}
+	go s.pruneUploads(ctx)
 	errc := make(chan error, 1)
 	go func() {
 		if s.cfg.TLSCert != "" || s.cfg.TLSKey != "" {
@@ -317,4 +318,23 @@ func debugMux() *http.ServeMux {
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	return mux
+}
+
+// pruneUploads removes multipart uploads abandoned for a day, hourly,
+// until ctx ends: clients do not always abort what they give up on.
+func (s *Server) pruneUploads(ctx context.Context) {
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		if n, err := s.Artifacts.PruneMultipart(ctx, time.Now().Add(-24*time.Hour)); err != nil && ctx.Err() == nil {
+			s.log.Warn("pruning abandoned multipart uploads", "error", err)
+		} else if n > 0 {
+			s.log.Info("pruned abandoned multipart uploads", "uploads", n)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
