@@ -3,8 +3,12 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
 	"os"
 	"path/filepath"
+	"regexp"
 	"testing"
 	"time"
 
@@ -47,6 +51,46 @@ func TestScripts(t *testing.T) {
 					time.Sleep(20 * time.Millisecond)
 				}
 				ts.Fatalf("%s did not appear within 30s", path)
+			},
+			// mlflow METHOD PATH [JSON]: call the MLflow REST API of the
+			// logged-in server as an MLflow client would; the answer goes
+			// to stdout.
+			"mlflow": func(ts *testscript.TestScript, neg bool, args []string) {
+				if len(args) < 2 {
+					ts.Fatalf("usage: mlflow METHOD PATH [JSON]")
+				}
+				var creds struct {
+					Current  string                       `json:"current"`
+					Profiles map[string]map[string]string `json:"profiles"`
+				}
+				if err := json.Unmarshal([]byte(ts.ReadFile(filepath.Join(ts.Getenv("PLINTH_CONFIG_DIR"), "credentials.json"))), &creds); err != nil {
+					ts.Fatalf("credentials file: %v", err)
+				}
+				p := creds.Profiles[creds.Current]
+				var body io.Reader
+				if len(args) > 2 {
+					body = strings.NewReader(args[2])
+				}
+				req, err := http.NewRequest(args[0], p["url"]+args[1], body)
+				ts.Check(err)
+				req.Header.Set("Authorization", "Bearer "+p["key"])
+				req.Header.Set("Content-Type", "application/json")
+				res, err := http.DefaultClient.Do(req)
+				ts.Check(err)
+				defer res.Body.Close()
+				out, _ := io.ReadAll(res.Body)
+				ts.Stdout().Write(out)
+				if (res.StatusCode != 200) != neg {
+					ts.Fatalf("%s %s: %s %s", args[0], args[1], res.Status, out)
+				}
+			},
+			// runid VAR FILE: set VAR to the first run_id in FILE.
+			"runid": func(ts *testscript.TestScript, neg bool, args []string) {
+				m := regexp.MustCompile(`"run_id":"([0-9a-f]{32})"`).FindStringSubmatch(ts.ReadFile(args[1]))
+				if m == nil {
+					ts.Fatalf("no run_id in %s", args[1])
+				}
+				ts.Setenv(args[0], m[1])
 			},
 			// cred VAR FIELD: set VAR to the url or key of the current
 			// profile in the credentials file.

@@ -377,6 +377,11 @@ func TestSearchRunsAndHistory(t *testing.T) {
 		if len(ms) < 10 || len(ms) > 12 || dig(ms, 0, "run_id") != id || dig(ms, len(ms)-1, "step") != float64(999) {
 			t.Fatalf("bulk interval: %d points %s", len(ms), b.raw[:min(300, len(b.raw))])
 		}
+		bulk := m.ok("GET", "metrics/get-history-bulk?run_id="+id+"&run_id="+ids[1]+"&metric_key=curve&max_results=1500", nil)
+		if n := len(bulk.body["metrics"].([]any)); n != 1000 || dig(bulk.body, "metrics", 0, "run_id") == nil {
+			t.Fatalf("bulk history: %d points", n)
+		}
+		m.fails(400, "INVALID_PARAMETER_VALUE", "must specify a metric_key", "GET", "metrics/get-history-bulk?run_id="+id, nil)
 		m.fails(400, "INVALID_PARAMETER_VALUE", "both must be specified", "GET", "metrics/get-history-bulk-interval?run_ids="+id+"&metric_key=curve&start_step=3", nil)
 	})
 }

@@ -2,6 +2,8 @@ package mlflowapi
 
 import (
 	"net/http"
+	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/plinth-dev/plinth/internal/artifact"
@@ -46,6 +48,7 @@ func (a *API) endpoints() []endpoint {
 		{getPost, "/runs/search", read, "", a.searchRuns},
 		{get, "/metrics/get-history", read, "", a.getMetricHistory},
 		{get, "/metrics/get-history-bulk-interval", read, "", a.getMetricHistoryBulkInterval},
+		{get, "/metrics/get-history-bulk", read, "", a.getMetricHistoryBulk},
 		{get, "/artifacts/list", read, "", a.listArtifacts},
 	}
 }
@@ -545,6 +548,64 @@ func (a *API) getMetricHistoryBulkInterval(r *http.Request, body []byte, sc trac
 		return nil, err
 	}
 	return rawJSON(appendMetricsJSON(make([]byte, 0, 64+len(ms)*110), ms, "")), nil
+}
+
+// getMetricHistoryBulk is the older chart call of MLflow's UI: the whole
+// history of one metric for up to 100 runs (run_id repeated), each run's
+// points by timestamp, then step, then value, at most max_results in all.
+func (a *API) getMetricHistoryBulk(r *http.Request, body []byte, sc tracking.Scope) (any, error) {
+	q := r.URL.Query()
+	runIDs := q["run_id"]
+	if len(runIDs) == 0 {
+		return nil, fault.New(fault.Invalid, "GetMetricHistoryBulk request must specify at least one run_id.")
+	}
+	if len(runIDs) > tracking.MaxBulkRuns {
+		return nil, fault.New(fault.Invalid, "GetMetricHistoryBulk request cannot specify more than %d run_ids. Received %d run_ids.", tracking.MaxBulkRuns, len(runIDs))
+	}
+	key := q.Get("metric_key")
+	if key == "" {
+		return nil, fault.New(fault.Invalid, "GetMetricHistoryBulk request must specify a metric_key.")
+	}
+	max := tracking.MaxHistoryResults
+	if s := q.Get("max_results"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil {
+			return nil, fault.New(fault.Invalid, "Invalid value %s for parameter 'max_results' supplied.", s)
+		}
+		max = min(n, tracking.MaxHistoryResults)
+	}
+	sorted := append([]string(nil), runIDs...)
+	sort.Strings(sorted)
+	var out []tracking.Metric
+	for _, id := range sorted {
+		points, _, err := a.Tracking.GetMetricHistory(r.Context(), sc, id, key, "", int64(max))
+		if err != nil {
+			return nil, err
+		}
+		sort.SliceStable(points, func(i, j int) bool {
+			if points[i].Timestamp != points[j].Timestamp {
+				return points[i].Timestamp < points[j].Timestamp
+			}
+			if points[i].Step != points[j].Step {
+				return points[i].Step < points[j].Step
+			}
+			return points[i].Value < points[j].Value
+		})
+		for i := range points {
+			points[i].RunID = id
+		}
+		out = append(out, points...)
+		if len(out) >= max {
+			out = out[:max]
+			break
+		}
+	}
+	// MLflow returns this one as a plain dict, so an empty answer still
+	// has its list.
+	if len(out) == 0 {
+		return rawJSON("{\"metrics\":[]}\n"), nil
+	}
+	return rawJSON(appendMetricsJSON(make([]byte, 0, 64+len(out)*110), out, "")), nil
 }
 
 type fileInfo struct {
