@@ -84,15 +84,21 @@ type experimentIDMsg struct {
 	ExperimentID string `json:"experiment_id"`
 }
 
-func (a *API) getExperiment(r *http.Request, body []byte, sc tracking.Scope) (any, error) {
+// experimentID reads the required experiment_id of a request.
+func experimentID(r *http.Request, body []byte) (string, error) {
 	var m experimentIDMsg
 	if err := decode(r, body, &m); err != nil {
+		return "", err
+	}
+	return m.ExperimentID, required("experiment_id", m.ExperimentID != "")
+}
+
+func (a *API) getExperiment(r *http.Request, body []byte, sc tracking.Scope) (any, error) {
+	id, err := experimentID(r, body)
+	if err != nil {
 		return nil, err
 	}
-	if err := required("experiment_id", m.ExperimentID != ""); err != nil {
-		return nil, err
-	}
-	e, err := a.Tracking.GetExperiment(r.Context(), sc, m.ExperimentID)
+	e, err := a.Tracking.GetExperiment(r.Context(), sc, id)
 	if err != nil {
 		return nil, err
 	}
@@ -165,25 +171,19 @@ func (a *API) updateExperiment(r *http.Request, body []byte, sc tracking.Scope) 
 }
 
 func (a *API) deleteExperiment(r *http.Request, body []byte, sc tracking.Scope) (any, error) {
-	var m experimentIDMsg
-	if err := decode(r, body, &m); err != nil {
+	id, err := experimentID(r, body)
+	if err != nil {
 		return nil, err
 	}
-	if err := required("experiment_id", m.ExperimentID != ""); err != nil {
-		return nil, err
-	}
-	return empty{}, a.Tracking.DeleteExperiment(r.Context(), sc, m.ExperimentID)
+	return empty{}, a.Tracking.DeleteExperiment(r.Context(), sc, id)
 }
 
 func (a *API) restoreExperiment(r *http.Request, body []byte, sc tracking.Scope) (any, error) {
-	var m experimentIDMsg
-	if err := decode(r, body, &m); err != nil {
+	id, err := experimentID(r, body)
+	if err != nil {
 		return nil, err
 	}
-	if err := required("experiment_id", m.ExperimentID != ""); err != nil {
-		return nil, err
-	}
-	return empty{}, a.Tracking.RestoreExperiment(r.Context(), sc, m.ExperimentID)
+	return empty{}, a.Tracking.RestoreExperiment(r.Context(), sc, id)
 }
 
 type experimentTagMsg struct {
@@ -271,37 +271,37 @@ func (a *API) updateRun(r *http.Request, body []byte, sc tracking.Scope) (any, e
 	return map[string]any{"run_info": runInfoOut(ri)}, nil
 }
 
-func (a *API) deleteRun(r *http.Request, body []byte, sc tracking.Scope) (any, error) {
+// runID reads the required run_id (or run_uuid) of a request.
+func runID(r *http.Request, body []byte) (string, error) {
 	var m runIDMsg
 	if err := decode(r, body, &m); err != nil {
+		return "", err
+	}
+	return m.id(), required("run_id", m.id() != "")
+}
+
+func (a *API) deleteRun(r *http.Request, body []byte, sc tracking.Scope) (any, error) {
+	id, err := runID(r, body)
+	if err != nil {
 		return nil, err
 	}
-	if err := required("run_id", m.id() != ""); err != nil {
-		return nil, err
-	}
-	return empty{}, a.Tracking.DeleteRun(r.Context(), sc, m.id())
+	return empty{}, a.Tracking.DeleteRun(r.Context(), sc, id)
 }
 
 func (a *API) restoreRun(r *http.Request, body []byte, sc tracking.Scope) (any, error) {
-	var m runIDMsg
-	if err := decode(r, body, &m); err != nil {
+	id, err := runID(r, body)
+	if err != nil {
 		return nil, err
 	}
-	if err := required("run_id", m.id() != ""); err != nil {
-		return nil, err
-	}
-	return empty{}, a.Tracking.RestoreRun(r.Context(), sc, m.id())
+	return empty{}, a.Tracking.RestoreRun(r.Context(), sc, id)
 }
 
 func (a *API) getRun(r *http.Request, body []byte, sc tracking.Scope) (any, error) {
-	var m runIDMsg
-	if err := decode(r, body, &m); err != nil {
+	id, err := runID(r, body)
+	if err != nil {
 		return nil, err
 	}
-	if err := required("run_id", m.id() != ""); err != nil {
-		return nil, err
-	}
-	run, err := a.Tracking.GetRun(r.Context(), sc, m.id())
+	run, err := a.Tracking.GetRun(r.Context(), sc, id)
 	if err != nil {
 		return nil, err
 	}
@@ -359,23 +359,20 @@ func (m keyValueMsg) check() error {
 }
 
 func (a *API) logParam(r *http.Request, body []byte, sc tracking.Scope) (any, error) {
-	var m struct {
-		runIDMsg
-		keyValueMsg
-	}
-	if err := decode(r, body, &m); err != nil {
-		return nil, err
-	}
-	if err := required("run_id", m.id() != ""); err != nil {
-		return nil, err
-	}
-	if err := m.check(); err != nil {
-		return nil, err
-	}
-	return empty{}, a.Tracking.LogBatch(r.Context(), sc, m.id(), tracking.Batch{Params: []tracking.Param{{Key: *m.Key, Value: *m.Value}}}, "run.log-parameter")
+	return a.logKeyValue(r, body, sc, "run.log-parameter", func(k, v string) tracking.Batch {
+		return tracking.Batch{Params: []tracking.Param{{Key: k, Value: v}}}
+	})
 }
 
 func (a *API) setTag(r *http.Request, body []byte, sc tracking.Scope) (any, error) {
+	return a.logKeyValue(r, body, sc, "run.set-tag", func(k, v string) tracking.Batch {
+		return tracking.Batch{Tags: []tracking.Tag{{Key: k, Value: v}}}
+	})
+}
+
+// logKeyValue serves the single key/value calls (log-parameter, set-tag)
+// as one-item batches.
+func (a *API) logKeyValue(r *http.Request, body []byte, sc tracking.Scope, action string, batch func(k, v string) tracking.Batch) (any, error) {
 	var m struct {
 		runIDMsg
 		keyValueMsg
@@ -389,7 +386,7 @@ func (a *API) setTag(r *http.Request, body []byte, sc tracking.Scope) (any, erro
 	if err := m.check(); err != nil {
 		return nil, err
 	}
-	return empty{}, a.Tracking.LogBatch(r.Context(), sc, m.id(), tracking.Batch{Tags: []tracking.Tag{{Key: *m.Key, Value: *m.Value}}}, "run.set-tag")
+	return empty{}, a.Tracking.LogBatch(r.Context(), sc, m.id(), batch(*m.Key, *m.Value), action)
 }
 
 func (a *API) deleteTag(r *http.Request, body []byte, sc tracking.Scope) (any, error) {
