@@ -29,6 +29,7 @@ const (
 	TrackingWrite   Permission = "tracking.write"
 	RegistryRead    Permission = "registry.read"
 	RegistryWrite   Permission = "registry.write"
+	RegistryPromote Permission = "registry.promote"
 	DataRead        Permission = "data.read"
 	DataWrite       Permission = "data.write"
 	JobsRead        Permission = "jobs.read"
@@ -71,7 +72,8 @@ var Permissions = []PermissionInfo{
 	{TrackingRead, false, "read experiments, runs, metrics and artifacts"},
 	{TrackingWrite, false, "create and change experiments and runs, log metrics and artifacts"},
 	{RegistryRead, false, "read registered models and versions"},
-	{RegistryWrite, false, "register models, create versions, set aliases and stages"},
+	{RegistryWrite, false, "register models, create versions, set aliases and stages other than Production"},
+	{RegistryPromote, false, "move a model version into (or out of) the Production stage"},
 	{DataRead, false, "read data assets and lineage"},
 	{DataWrite, false, "create data asset versions"},
 	{JobsRead, false, "read jobs, their logs and outputs"},
@@ -120,7 +122,7 @@ var roleGrants = func() map[Role]map[Permission]bool {
 	}
 	grants := map[Role][]Permission{
 		Owner:       all,
-		Contributor: without(PrincipalsWrite, KeysManage, RolesWrite, AuditRead),
+		Contributor: without(PrincipalsWrite, KeysManage, RolesWrite, AuditRead, RegistryPromote),
 		DataScientist: {
 			PrincipalsRead, WorkspaceRead, RolesRead, TrackingRead, TrackingWrite, RegistryRead, RegistryWrite, DataRead, DataWrite,
 			JobsRead, JobsWrite, ComputeRead, ComputeOperate, EndpointsRead, EndpointsInvoke, UsageRead,

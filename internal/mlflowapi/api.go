@@ -22,6 +22,7 @@ import (
 	"github.com/plinth-dev/plinth/internal/auth"
 	"github.com/plinth-dev/plinth/internal/fault"
 	"github.com/plinth-dev/plinth/internal/observe"
+	"github.com/plinth-dev/plinth/internal/registry"
 	"github.com/plinth-dev/plinth/internal/tracking"
 	"github.com/plinth-dev/plinth/internal/workspace"
 )
@@ -42,6 +43,7 @@ type API struct {
 	Auth       *auth.Service
 	Workspaces *workspace.Service
 	Tracking   *tracking.Service
+	Registry   *registry.Service
 	Artifacts  *artifact.Store
 	Audit      *audit.Log
 	Log        *slog.Logger
@@ -62,7 +64,7 @@ type endpoint struct {
 // /ajax-api/2.0/mlflow, at the root (the default workspace) and under
 // /w/{ws}.
 func (a *API) Register(mux *http.ServeMux) {
-	for _, ep := range a.endpoints() {
+	for _, ep := range append(a.endpoints(), a.registryEndpoints()...) {
 		for _, base := range []string{"/api/2.0/mlflow", "/ajax-api/2.0/mlflow"} {
 			for _, prefix := range []string{"", "/w/{ws}"} {
 				for _, m := range ep.methods {
@@ -104,6 +106,14 @@ func (a *API) guard(w http.ResponseWriter, r *http.Request, ws string, perm auth
 	return r, caller, true
 }
 
+type identityKey struct{}
+
+// identityOf returns the authenticated caller of a request that passed wrap.
+func identityOf(r *http.Request) *auth.Identity {
+	id, _ := r.Context().Value(identityKey{}).(*auth.Identity)
+	return id
+}
+
 // scope resolves the workspace's id.
 func (a *API) scope(ctx context.Context, ws string) (tracking.Scope, error) {
 	w, err := a.Workspaces.Lookup(ctx, ws)
@@ -119,7 +129,10 @@ func (a *API) scope(ctx context.Context, ws string) (tracking.Scope, error) {
 func (a *API) wrap(ep endpoint) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ws := workspaceOf(r)
-		r, _, ok := a.guard(w, r, ws, ep.perm)
+		r, caller, ok := a.guard(w, r, ws, ep.perm)
+		if caller != nil {
+			r = r.WithContext(context.WithValue(r.Context(), identityKey{}, caller))
+		}
 		if !ok {
 			if ep.action != "" && audit.CallerFrom(r.Context()).Principal != "" {
 				a.recordFailure(r, ep, ws, fault.New(fault.PermissionDenied, "permission denied"))
@@ -186,7 +199,8 @@ func decode(r *http.Request, body []byte, msg any) error {
 	}
 	body = quoteBareNonFinite(body)
 	if len(strings.TrimSpace(string(body))) == 0 {
-		return nil
+		// Some clients send DELETE's fields in the query string.
+		return decodeQuery(r, msg)
 	}
 	if err := json.Unmarshal(body, msg); err != nil {
 		var typ *json.UnmarshalTypeError

@@ -29,6 +29,7 @@ import (
 	"github.com/plinth-dev/plinth/internal/buildinfo"
 	"github.com/plinth-dev/plinth/internal/mlflowapi"
 	"github.com/plinth-dev/plinth/internal/observe"
+	"github.com/plinth-dev/plinth/internal/registry"
 	"github.com/plinth-dev/plinth/internal/store"
 	"github.com/plinth-dev/plinth/internal/tracking"
 	"github.com/plinth-dev/plinth/internal/workspace"
@@ -99,6 +100,7 @@ type Server struct {
 	Workspaces *workspace.Service
 	Audit      *audit.Log
 	Tracking   *tracking.Service
+	Registry   *registry.Service
 	Artifacts  *artifact.Store
 	API        *api.API
 	MLflow     *mlflowapi.API
@@ -141,6 +143,8 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 
 	s.Tracking = tracking.NewService(db, s.Audit, nil)
 	s.Workspaces.AddHolder(s.Tracking)
+	s.Registry = registry.NewService(db, s.Audit, s.Tracking, nil)
+	s.Workspaces.AddHolder(s.Registry)
 	s.Workspaces.OnCreate(func(ctx context.Context, tx store.Querier, w workspace.Workspace) error {
 		return s.Tracking.CreateDefaultExperiment(ctx, tx, w.ID, w.Name)
 	})
@@ -179,7 +183,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		return nil, err
 	}
 	s.API = &api.API{Auth: s.Auth, Workspaces: s.Workspaces, Audit: s.Audit, Log: log, OpenAPI: doc}
-	s.MLflow = &mlflowapi.API{Auth: s.Auth, Workspaces: s.Workspaces, Tracking: s.Tracking, Artifacts: s.Artifacts, Audit: s.Audit, Log: log}
+	s.MLflow = &mlflowapi.API{Auth: s.Auth, Workspaces: s.Workspaces, Tracking: s.Tracking, Registry: s.Registry, Artifacts: s.Artifacts, Audit: s.Audit, Log: log}
 
 	s.registry = prometheus.NewRegistry()
 	s.registry.MustRegister(

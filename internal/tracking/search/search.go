@@ -1,17 +1,20 @@
 // Package search parses MLflow's search filter and order_by languages for
-// runs and experiments and compiles them to SQL with bound parameters.
+// runs, experiments, registered models and model versions and compiles
+// them to SQL with bound parameters.
 //
 // The grammar and its semantics follow MLflow's own implementation
 // (mlflow/utils/search_utils.py: SearchUtils and SearchExperimentsUtils;
 // mlflow/store/tracking/sqlalchemy_store.py: _get_sqlalchemy_filter_clauses,
 // _get_orderby_clauses, _get_search_experiments_filter_clauses and
-// _get_search_experiments_order_by_clauses). A filter is one or more
-// comparisons joined by AND:
+// _get_search_experiments_order_by_clauses; for the model registry, see
+// CompileRegisteredModels). A filter is one or more comparisons joined by
+// AND:
 //
 //	metrics.rmse < 0.5 AND params.model = 'CNN' AND tags.`my key` LIKE 'a%'
 //
-// The compiled SQL refers to the runs table as r and the experiments table
-// as e. It holds only fixed table and column names and ? placeholders; every
+// The compiled SQL refers to the runs table as r, the experiments table as
+// e, the registered_models table as m and the model_versions table as v.
+// It holds only fixed table and column names and ? placeholders; every
 // user value travels in Args or OrderArgs.
 //
 // Where MLflow's behaviour depends on the database (LIKE's case sensitivity
@@ -37,13 +40,14 @@ import (
 
 // Compiled is a filter and an order_by list compiled to SQL fragments.
 type Compiled struct {
-	// Where is a SQL boolean expression over the table alias r (runs) or e
-	// (experiments); "" means no filter.
+	// Where is a SQL boolean expression over the table alias r (runs), e
+	// (experiments), m (registered models) or v (model versions); ""
+	// means no filter.
 	Where string
 	// Args are the bound values for Where's ? placeholders, in order.
 	Args []any
 	// OrderBy is an ORDER BY list without the keyword, always ending in a
-	// unique tie-breaker (r.run_uuid / e.experiment_id).
+	// unique tie-breaker (r.run_uuid, e.experiment_id, m.pk or v.pk).
 	OrderBy string
 	// OrderArgs are the bound values for OrderBy's ? placeholders.
 	OrderArgs []any
