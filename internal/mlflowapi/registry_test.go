@@ -153,7 +153,9 @@ func TestConcurrentVersionsAreConsecutive(t *testing.T) {
 			}()
 		}
 		wg.Wait()
-		sort.Slice(versions, func(i, j int) bool { return len(versions[i]) < len(versions[j]) || (len(versions[i]) == len(versions[j]) && versions[i] < versions[j]) })
+		sort.Slice(versions, func(i, j int) bool {
+			return len(versions[i]) < len(versions[j]) || (len(versions[i]) == len(versions[j]) && versions[i] < versions[j])
+		})
 		for i, v := range versions {
 			if v != fmt.Sprint(i+1) {
 				t.Fatalf("versions not distinct and consecutive: %s", strings.Join(versions, ","))
