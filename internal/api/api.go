@@ -21,6 +21,7 @@ import (
 	"github.com/plinth-dev/plinth/internal/auth"
 	"github.com/plinth-dev/plinth/internal/fault"
 	"github.com/plinth-dev/plinth/internal/observe"
+	"github.com/plinth-dev/plinth/internal/registry"
 	"github.com/plinth-dev/plinth/internal/workspace"
 )
 
@@ -55,6 +56,7 @@ type Route struct {
 type API struct {
 	Auth       *auth.Service
 	Workspaces *workspace.Service
+	Registry   *registry.Service
 	Audit      *audit.Log
 	Log        *slog.Logger
 	// OpenAPI is the served document, already encoded as JSON.

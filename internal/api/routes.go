@@ -2,12 +2,14 @@ package api
 
 import (
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/plinth-dev/plinth/internal/audit"
 	"github.com/plinth-dev/plinth/internal/auth"
 	"github.com/plinth-dev/plinth/internal/fault"
+	"github.com/plinth-dev/plinth/internal/tracking"
 	"github.com/plinth-dev/plinth/internal/workspace"
 )
 
@@ -45,6 +47,9 @@ func (a *API) Routes() []Route {
 		{Method: "GET", Path: "/api/v1/audit", Permission: auth.AuditRead, Summary: "List audit records, newest first", Handle: a.listAudit},
 		{Method: "GET", Path: "/api/v1/audit/verify", Permission: auth.AuditRead, Summary: "Verify the audit log's hash chain", Handle: a.verifyAudit},
 		{Method: "GET", Path: "/api/v1/workspaces/{ws}/audit", Permission: auth.AuditRead, Scoped: true, Summary: "List a workspace's audit records", Handle: a.listAudit},
+
+		{Method: "GET", Path: "/api/v1/workspaces/{ws}/lineage", Permission: auth.DataRead, Scoped: true, Summary: "The lineage graph around a dataset, run or model version", Handle: a.lineage},
+		{Method: "GET", Path: "/api/v1/workspaces/{ws}/models/{name}/versions/{version}/trace", Permission: auth.RegistryRead, Scoped: true, Summary: "A model version's traceability record", Handle: a.traceVersion},
 	}
 }
 
@@ -327,4 +332,42 @@ func parseTimeParam(s string) (time.Time, error) {
 
 func (a *API) verifyAudit(r *http.Request, _ *auth.Identity) (any, error) {
 	return a.Audit.Verify(r.Context())
+}
+
+// scope resolves the workspace a tracking or registry route acts in.
+func (a *API) scope(r *http.Request) (tracking.Scope, error) {
+	w, err := a.Workspaces.Lookup(r.Context(), r.PathValue("ws"))
+	if err != nil {
+		return tracking.Scope{}, err
+	}
+	return tracking.Scope{WorkspaceID: w.ID, Workspace: w.Name}, nil
+}
+
+func (a *API) lineage(r *http.Request, _ *auth.Identity) (any, error) {
+	sc, err := a.scope(r)
+	if err != nil {
+		return nil, err
+	}
+	q := r.URL.Query()
+	node := q.Get("node")
+	if node == "" {
+		return nil, fault.InvalidField("node", "required: model:<name>:<version>, run:<id> or dataset:<name>:<digest>")
+	}
+	depth := 0
+	if d := q.Get("depth"); d != "" {
+		n, err := strconv.Atoi(d)
+		if err != nil {
+			return nil, fault.InvalidField("depth", "must be an integer, not %q", clip(d))
+		}
+		depth = n
+	}
+	return a.Registry.Lineage(r.Context(), sc, node, q.Get("direction"), depth)
+}
+
+func (a *API) traceVersion(r *http.Request, _ *auth.Identity) (any, error) {
+	sc, err := a.scope(r)
+	if err != nil {
+		return nil, err
+	}
+	return a.Registry.TraceVersion(r.Context(), sc, r.PathValue("name"), r.PathValue("version"))
 }

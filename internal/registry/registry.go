@@ -63,8 +63,10 @@ type Version struct {
 	CreationTime    int64
 	LastUpdatedTime int64
 	UserID          string
-	Tags            []Tag
-	Aliases         []string
+	// KeyID is the API key that registered the version (not on MLflow's wire).
+	KeyID   string
+	Tags    []Tag
+	Aliases []string
 }
 
 // Service manages registered models in workspaces.
@@ -282,7 +284,7 @@ func (s *Service) latestVersions(ctx context.Context, q store.Querier, modelPK i
 	return out, nil
 }
 
-const versionColumns = `v.pk, v.name, v.version, v.description, v.source, v.storage_location, v.run_id, v.run_link, v.status, v.current_stage, v.creation_time, v.last_updated_time, v.user_id`
+const versionColumns = `v.pk, v.name, v.version, v.description, v.source, v.storage_location, v.run_id, v.run_link, v.status, v.current_stage, v.creation_time, v.last_updated_time, v.user_id, v.created_key`
 
 // versions reads versions matching where, with their tags and aliases.
 func (s *Service) versions(ctx context.Context, q store.Querier, where string, args []any, order string, limit, offset int) ([]Version, error) {
@@ -300,7 +302,7 @@ func (s *Service) versions(ctx context.Context, q store.Querier, where string, a
 		var v Version
 		var n int64
 		if err := rows.Scan(&v.pk, &v.Name, &n, &v.Description, &v.Source, &v.StorageLocation, &v.RunID, &v.RunLink, &v.Status,
-			&v.CurrentStage, &v.CreationTime, &v.LastUpdatedTime, &v.UserID); err != nil {
+			&v.CurrentStage, &v.CreationTime, &v.LastUpdatedTime, &v.UserID, &v.KeyID); err != nil {
 			rows.Close()
 			return nil, err
 		}

@@ -182,7 +182,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		db.Close()
 		return nil, err
 	}
-	s.API = &api.API{Auth: s.Auth, Workspaces: s.Workspaces, Audit: s.Audit, Log: log, OpenAPI: doc}
+	s.API = &api.API{Auth: s.Auth, Workspaces: s.Workspaces, Registry: s.Registry, Audit: s.Audit, Log: log, OpenAPI: doc}
 	s.MLflow = &mlflowapi.API{Auth: s.Auth, Workspaces: s.Workspaces, Tracking: s.Tracking, Registry: s.Registry, Artifacts: s.Artifacts, Audit: s.Audit, Log: log}
 
 	s.registry = prometheus.NewRegistry()
