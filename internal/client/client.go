@@ -358,3 +358,46 @@ func (c *Client) VerifyAudit(ctx context.Context) (audit.Report, error) {
 	var out audit.Report
 	return out, c.Do(ctx, "GET", "/api/v1/audit/verify", nil, nil, &out)
 }
+
+// LineageNode, LineageEdge and Lineage mirror the lineage graph answer.
+type LineageNode struct {
+	ID         string            `json:"id"`
+	Kind       string            `json:"kind"`
+	Label      string            `json:"label"`
+	Attributes map[string]string `json:"attributes,omitempty"`
+}
+
+// LineageEdge says From went into To.
+type LineageEdge struct {
+	From string `json:"from"`
+	To   string `json:"to"`
+	Kind string `json:"kind"`
+}
+
+// Lineage is the graph around a node.
+type Lineage struct {
+	Root      string        `json:"root"`
+	Direction string        `json:"direction"`
+	Depth     int           `json:"depth"`
+	Nodes     []LineageNode `json:"nodes"`
+	Edges     []LineageEdge `json:"edges"`
+}
+
+// Lineage walks the lineage graph from node.
+func (c *Client) Lineage(ctx context.Context, ws, node, direction string, depth int) (Lineage, error) {
+	q := url.Values{"node": {node}}
+	if direction != "" {
+		q.Set("direction", direction)
+	}
+	if depth > 0 {
+		q.Set("depth", strconv.Itoa(depth))
+	}
+	var out Lineage
+	return out, c.Do(ctx, "GET", "/api/v1/workspaces/"+esc(ws)+"/lineage", q, nil, &out)
+}
+
+// TraceVersion returns a model version's traceability record as JSON.
+func (c *Client) TraceVersion(ctx context.Context, ws, name, version string) (map[string]any, error) {
+	var out map[string]any
+	return out, c.Do(ctx, "GET", "/api/v1/workspaces/"+esc(ws)+"/models/"+esc(name)+"/versions/"+esc(version)+"/trace", nil, nil, &out)
+}
