@@ -145,6 +145,9 @@ func TestExperiments(t *testing.T) {
 		m.fails(400, "RESOURCE_ALREADY_EXISTS", "Experiment 'fraud' already exists.", "POST", "experiments/create", map[string]any{"name": "fraud"})
 		m.fails(400, "INVALID_PARAMETER_VALUE", "Missing value for required parameter 'name'", "POST", "experiments/create", map[string]any{})
 		m.fails(400, "INVALID_PARAMETER_VALUE", "maximum length of 500", "POST", "experiments/create", map[string]any{"name": strings.Repeat("x", 501)})
+		// A proxied artifact location must stay inside this workspace.
+		m.fails(400, "INVALID_PARAMETER_VALUE", "must be under mlflow-artifacts:/default/", "POST", "experiments/create",
+			map[string]any{"name": "sneaky", "artifact_location": "mlflow-artifacts:/other-team/1"})
 
 		got := m.ok("GET", "experiments/get?experiment_id=1", nil)
 		exp := got.body["experiment"].(map[string]any)

@@ -637,6 +637,10 @@ func (a *API) listArtifacts(r *http.Request, body []byte, sc tracking.Scope) (an
 	if !ok || a.Artifacts == nil {
 		return out, nil
 	}
+	if first, _, _ := strings.Cut(strings.TrimLeft(root, "/"), "/"); first != sc.Workspace {
+		// Never list another workspace's files through this one.
+		return out, nil
+	}
 	rel := strings.Trim(m.Path, "/")
 	prefix := strings.TrimLeft(root, "/")
 	if rel != "" {

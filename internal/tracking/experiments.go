@@ -142,6 +142,15 @@ func (s *Service) CreateExperiment(ctx context.Context, sc Scope, name, artifact
 	if strings.HasPrefix(artifactLocation, "runs:") {
 		return "", fault.New(fault.Invalid, "Artifact location cannot be a runs:/ URI. Given: '%s'", artifactLocation)
 	}
+	if rest, ok := strings.CutPrefix(artifactLocation, "mlflow-artifacts:"); ok {
+		// Proxied artifacts are authorised by the workspace their path
+		// names: a location inside another workspace would let this one
+		// list that workspace's files.
+		first, _, _ := strings.Cut(strings.TrimLeft(rest, "/"), "/")
+		if first != sc.Workspace {
+			return "", fault.New(fault.Invalid, "Artifact location '%s' must be under mlflow-artifacts:/%s/ (this workspace)", artifactLocation, sc.Workspace)
+		}
+	}
 	for _, t := range tags {
 		if err := validateExperimentTag(t.Key, t.Value); err != nil {
 			return "", err
