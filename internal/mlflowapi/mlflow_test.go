@@ -233,6 +233,10 @@ func TestRunsAndLogging(t *testing.T) {
 		m.ok("POST", "runs/log-parameter", map[string]any{"run_id": runID, "key": "lr", "value": "0.01"}) // same value: fine
 		m.fails(400, "INVALID_PARAMETER_VALUE", "Changing param values is not allowed", "POST", "runs/log-parameter", map[string]any{"run_id": runID, "key": "lr", "value": "0.02"})
 		m.ok("POST", "runs/set-tag", map[string]any{"run_id": runID, "key": "stage", "value": "dev"})
+		// Plinth's own provenance tags cannot be forged or removed.
+		m.fails(400, "INVALID_PARAMETER_VALUE", "reserved", "POST", "runs/set-tag", map[string]any{"run_id": runID, "key": "plinth.principal", "value": "mallory"})
+		m.fails(400, "INVALID_PARAMETER_VALUE", "reserved", "POST", "runs/delete-tag", map[string]any{"run_id": runID, "key": "plinth.keyId"})
+		m.fails(400, "INVALID_PARAMETER_VALUE", "reserved", "POST", "runs/create", map[string]any{"experiment_id": "0", "tags": []map[string]string{{"key": "plinth.principal", "value": "mallory"}}})
 		m.ok("POST", "runs/delete-tag", map[string]any{"run_id": runID, "key": "stage"})
 		m.fails(404, "RESOURCE_DOES_NOT_EXIST", "No tag with name: stage", "POST", "runs/delete-tag", map[string]any{"run_id": runID, "key": "stage"})
 

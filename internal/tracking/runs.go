@@ -405,7 +405,22 @@ func (s *Service) setRunStage(ctx context.Context, sc Scope, runID, stage string
 	})
 }
 
+// reservedTagPrefix marks the tags Plinth itself writes (who created a
+// run, with which key); clients may read them but never set or delete
+// them, or traceability could be forged.
+const reservedTagPrefix = "plinth."
+
+func reservedTag(key string) error {
+	if strings.HasPrefix(key, reservedTagPrefix) {
+		return fault.New(fault.Invalid, "Tag '%s' is reserved: tags starting with '%s' are set by Plinth", key, reservedTagPrefix)
+	}
+	return nil
+}
+
 func validateTag(t Tag) error {
+	if err := reservedTag(t.Key); err != nil {
+		return err
+	}
 	if err := validateKeyName("tag", t.Key); err != nil {
 		return err
 	}
@@ -657,6 +672,9 @@ func later(a, b Metric) bool {
 
 // DeleteTag removes a tag from an active run.
 func (s *Service) DeleteTag(ctx context.Context, sc Scope, runID, key string) error {
+	if err := reservedTag(key); err != nil {
+		return err
+	}
 	return s.db.Tx(ctx, func(tx store.Querier) error {
 		ri, err := s.runInfo(ctx, tx, sc, runID, false)
 		if err != nil {
