@@ -471,3 +471,39 @@ func principalKey(t *testing.T, m *mlflow, name, role, ws string) string {
 	do("/api/v1/workspaces/"+ws+"/role-assignments", `{"principal":"`+name+`","role":"`+role+`"}`)
 	return do("/api/v1/keys", `{"name":"k","principal":"`+name+`"}`)["secret"].(string)
 }
+
+// TestDeletedWorkspaceTakesItsArtifacts uploads through the artifact
+// proxy, force-deletes the workspace and recreates one of the same name:
+// the old files must be gone.
+func TestDeletedWorkspaceTakesItsArtifacts(t *testing.T) {
+	m := start(t, store.SQLite)
+	send := func(method, path, body string) int {
+		req, _ := http.NewRequest(method, m.url+path, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+adminKey)
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		return res.StatusCode
+	}
+	if s := send("POST", "/api/v1/workspaces", `{"name":"short-lived"}`); s != 201 {
+		t.Fatalf("create workspace: %d", s)
+	}
+	const file = "/api/2.0/mlflow-artifacts/artifacts/short-lived/0/run/artifacts/secret.txt"
+	if s := send("PUT", file, "top secret"); s != 200 {
+		t.Fatalf("upload: %d", s)
+	}
+	if s := send("GET", file, ""); s != 200 {
+		t.Fatalf("download before delete: %d", s)
+	}
+	if s := send("DELETE", "/api/v1/workspaces/short-lived?force=true", ""); s != 204 {
+		t.Fatalf("delete workspace: %d", s)
+	}
+	if s := send("POST", "/api/v1/workspaces", `{"name":"short-lived"}`); s != 201 {
+		t.Fatalf("recreate workspace: %d", s)
+	}
+	if s := send("GET", file, ""); s != 404 {
+		t.Fatalf("the old workspace's file is still served: %d", s)
+	}
+}

@@ -183,6 +183,13 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		return nil, err
 	}
 	s.API = &api.API{Auth: s.Auth, Workspaces: s.Workspaces, Registry: s.Registry, Audit: s.Audit, Log: log, OpenAPI: doc}
+	// A deleted workspace's artifact files go too: a new workspace of the
+	// same name must not find them.
+	s.Workspaces.OnDeleted(func(ctx context.Context, w workspace.Workspace) {
+		if err := s.Artifacts.Delete(ctx, w.Name); err != nil {
+			log.Error("deleting a deleted workspace's artifacts", "workspace", w.Name, "error", err)
+		}
+	})
 	s.MLflow = &mlflowapi.API{Auth: s.Auth, Workspaces: s.Workspaces, Tracking: s.Tracking, Registry: s.Registry, Artifacts: s.Artifacts, Audit: s.Audit, Log: log}
 
 	s.registry = prometheus.NewRegistry()

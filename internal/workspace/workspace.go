@@ -50,12 +50,13 @@ type Holder interface {
 
 // Service manages workspaces.
 type Service struct {
-	db       *store.DB
-	audit    *audit.Log
-	auth     *auth.Service
-	holders  []Holder
-	onCreate []CreateHook
-	now      func() time.Time
+	db        *store.DB
+	audit     *audit.Log
+	auth      *auth.Service
+	holders   []Holder
+	onCreate  []CreateHook
+	onDeleted []func(ctx context.Context, w Workspace)
+	now       func() time.Time
 	// DefaultRegion is used when a create request names none.
 	DefaultRegion string
 
@@ -125,6 +126,13 @@ type CreateHook func(ctx context.Context, tx store.Querier, w Workspace) error
 
 // OnCreate registers a hook run for every new workspace.
 func (s *Service) OnCreate(h CreateHook) { s.onCreate = append(s.onCreate, h) }
+
+// OnDeleted registers a hook run after a workspace's deletion committed,
+// for what lives outside the database (artifact files). It must not fail
+// the deletion; it reports its own errors.
+func (s *Service) OnDeleted(h func(ctx context.Context, w Workspace)) {
+	s.onDeleted = append(s.onDeleted, h)
+}
 
 var (
 	nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{2,32}$`)
@@ -467,8 +475,10 @@ func (s *Service) Delete(ctx context.Context, name string, force bool) error {
 	// Its role assignments and limited keys go with it.
 	defer s.auth.InvalidateCache()
 	defer s.forget(name)
-	return s.db.Tx(ctx, func(tx store.Querier) error {
+	var deleted Workspace
+	err := s.db.Tx(ctx, func(tx store.Querier) error {
 		w, err := getForUpdate(ctx, tx, name)
+		deleted = w
 		if err != nil {
 			return err
 		}
@@ -508,4 +518,11 @@ func (s *Service) Delete(ctx context.Context, name string, force bool) error {
 		}
 		return s.audit.Append(ctx, tx, audit.Record{Action: "workspace.delete", Resource: "workspaces/" + name, Workspace: name, Details: details})
 	})
+	if err != nil {
+		return err
+	}
+	for _, h := range s.onDeleted {
+		h(context.WithoutCancel(ctx), deleted)
+	}
+	return nil
 }
