@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -150,6 +151,7 @@ func serve(cmd *cobra.Command, g *globals, f *serveFlags, allInOne bool) error {
 	if err != nil {
 		return err
 	}
+	tuneGC()
 	ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
@@ -234,5 +236,26 @@ func newVersionCmd(g *globals) *cobra.Command {
 				return [][]string{{"VERSION", "COMMIT", "GO", "PLATFORM"}, {info.Version, commit, info.GoVersion, info.Platform}}
 			})
 		},
+	}
+}
+
+// Garbage collection defaults for the server roles, unless GOGC or
+// GOMEMLIMIT say otherwise. Plinth's live heap is small while its hot
+// paths (metric logging, history reads) allocate per point, so collecting
+// less often buys throughput: log-batch went from 146,000 to 197,000
+// points/s with GOGC=800 (docs/benchmarks.md). The soft memory limit keeps
+// a large heap from growing unchecked: near it the collector runs as
+// often as it must.
+const (
+	serverGCPercent   = 800
+	serverMemoryLimit = 1 << 30
+)
+
+func tuneGC() {
+	if _, set := os.LookupEnv("GOGC"); !set {
+		debug.SetGCPercent(serverGCPercent)
+	}
+	if _, set := os.LookupEnv("GOMEMLIMIT"); !set {
+		debug.SetMemoryLimit(serverMemoryLimit)
 	}
 }
