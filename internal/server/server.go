@@ -163,7 +163,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		db.Close()
 		return nil, fmt.Errorf("creating the default workspace: %w", err)
 	}
-	if err := s.Tracking.EnsureDefaultExperiments(ctx); err != nil {
+	if err := s.ensureDefaultExperiments(ctx); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("creating Default experiments: %w", err)
 	}
@@ -347,5 +347,25 @@ func (s *Server) pruneUploads(ctx context.Context) {
 			return
 		case <-t.C:
 		}
+	}
+}
+
+// ensureDefaultExperiments gives workspaces made before tracking existed
+// their Default experiment.
+func (s *Server) ensureDefaultExperiments(ctx context.Context) error {
+	var all [][2]string
+	after := ""
+	for {
+		page, next, err := s.Workspaces.List(ctx, workspace.ListOptions{After: after, Limit: 1000})
+		if err != nil {
+			return err
+		}
+		for _, w := range page {
+			all = append(all, [2]string{w.ID, w.Name})
+		}
+		if next == "" {
+			return s.Tracking.EnsureDefaultExperiments(ctx, all)
+		}
+		after = next
 	}
 }

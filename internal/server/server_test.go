@@ -408,3 +408,33 @@ func TestOperationsEndpoints(t *testing.T) {
 		t.Fatalf("openapi.json: %s", doc.raw[:min(200, len(doc.raw))])
 	}
 }
+
+// TestDefaultExperimentBackfill restarts on a database where a workspace
+// lacks its Default experiment (as workspaces made before tracking did):
+// the start gives it one.
+func TestDefaultExperimentBackfill(t *testing.T) {
+	dir := t.TempDir()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	ctx := context.Background()
+	first, err := server.New(ctx, server.Config{DataDir: dir, BootstrapKey: adminKey}, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := first.DB().Tx(ctx, func(tx store.Querier) error {
+		_, err := tx.ExecContext(ctx, `DELETE FROM experiments WHERE experiment_id = 0`)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	first.Close()
+	second, err := server.New(ctx, server.Config{DataDir: dir}, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer second.Close()
+	var n int
+	second.DB().Read().QueryRowContext(ctx, `SELECT COUNT(*) FROM experiments WHERE experiment_id = 0 AND name = 'Default'`).Scan(&n)
+	if n != 1 {
+		t.Fatalf("%d Default experiments after restart, want 1 (for the default workspace)", n)
+	}
+}

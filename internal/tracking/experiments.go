@@ -66,31 +66,25 @@ func (s *Service) CreateDefaultExperiment(ctx context.Context, tx store.Querier,
 	return nil
 }
 
-// EnsureDefaultExperiments gives every workspace that lacks one its
-// Default experiment (workspaces created before tracking existed).
-func (s *Service) EnsureDefaultExperiments(ctx context.Context) error {
+// EnsureDefaultExperiments gives each of the workspaces (id, name) that
+// lacks one its Default experiment: workspaces created before tracking
+// existed. The caller lists the workspaces, so this package reads only its
+// own tables.
+func (s *Service) EnsureDefaultExperiments(ctx context.Context, workspaces [][2]string) error {
 	return s.db.Tx(ctx, func(tx store.Querier) error {
-		rows, err := tx.QueryContext(ctx, `SELECT w.id, w.name FROM workspaces w WHERE NOT EXISTS
-			(SELECT 1 FROM experiments e WHERE e.workspace_id = w.id AND e.experiment_id = 0)`)
-		if err != nil {
-			return err
-		}
-		var missing [][2]string
-		for rows.Next() {
-			var id, name string
-			if err := rows.Scan(&id, &name); err != nil {
-				rows.Close()
+		for _, w := range workspaces {
+			var n int
+			if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM experiments WHERE workspace_id = ? AND experiment_id = 0`, w[0]).Scan(&n); err != nil {
 				return err
 			}
-			missing = append(missing, [2]string{id, name})
-		}
-		rows.Close()
-		for _, m := range missing {
-			if err := s.CreateDefaultExperiment(ctx, tx, m[0], m[1]); err != nil {
+			if n > 0 {
+				continue
+			}
+			if err := s.CreateDefaultExperiment(ctx, tx, w[0], w[1]); err != nil {
 				return err
 			}
 		}
-		return rows.Err()
+		return nil
 	})
 }
 
