@@ -120,44 +120,23 @@ func newError(kind, input string, pos int, format string, args ...any) *Error {
 // CompileRuns compiles a runs/search filter and order_by list. The caller
 // adds the experiment, lifecycle (run_view_type) and workspace conditions.
 func CompileRuns(d store.Dialect, filter string, orderBy []string) (Compiled, error) {
-	if err := checkDialect(d); err != nil {
-		return Compiled{}, err
-	}
-	cmps, err := parseFilter(filter)
-	if err != nil {
-		return Compiled{}, err
-	}
-	b := &builder{d: d}
-	parts := make([]string, 0, len(cmps))
-	for _, c := range cmps {
-		f, err := resolveRunField(filter, kindFilter, c.ident, c.identPos, false)
-		if err != nil {
-			return Compiled{}, err
-		}
-		sql, err := b.runComparison(filter, f, c)
-		if err != nil {
-			return Compiled{}, err
-		}
-		parts = append(parts, sql)
-	}
-	out := Compiled{Where: strings.Join(parts, " AND "), Args: b.take()}
-	if err := checkArgs(filter, kindFilter, len(out.Args)); err != nil {
-		return Compiled{}, err
-	}
-	order, err := b.runOrderBy(orderBy)
-	if err != nil {
-		return Compiled{}, err
-	}
-	out.OrderBy, out.OrderArgs = order, b.take()
-	if err := checkArgs(filter, kindFilter, len(out.Args)+len(out.OrderArgs)); err != nil {
-		return Compiled{}, err
-	}
-	return out, nil
+	return compile(d, filter, orderBy, resolveRunField, (*builder).runComparison, (*builder).runOrderBy)
 }
 
 // CompileExperiments compiles an experiments/search filter and order_by
 // list. The caller adds the lifecycle (view_type) and workspace conditions.
 func CompileExperiments(d store.Dialect, filter string, orderBy []string) (Compiled, error) {
+	return compile(d, filter, orderBy, resolveExperimentField, (*builder).experimentComparison, (*builder).experimentOrderBy)
+}
+
+// compile is the shape shared by runs and experiments: parse, resolve and
+// compile each comparison, then the order_by list, checking the number of
+// bound values against MaxArgs.
+func compile(d store.Dialect, filter string, orderBy []string,
+	resolve func(input, kind, raw string, pos int, order bool) (field, error),
+	compare func(b *builder, input string, f field, c comparison) (string, error),
+	order func(b *builder, list []string) (string, error),
+) (Compiled, error) {
 	if err := checkDialect(d); err != nil {
 		return Compiled{}, err
 	}
@@ -168,11 +147,11 @@ func CompileExperiments(d store.Dialect, filter string, orderBy []string) (Compi
 	b := &builder{d: d}
 	parts := make([]string, 0, len(cmps))
 	for _, c := range cmps {
-		f, err := resolveExperimentField(filter, kindFilter, c.ident, c.identPos, false)
+		f, err := resolve(filter, kindFilter, c.ident, c.identPos, false)
 		if err != nil {
 			return Compiled{}, err
 		}
-		sql, err := b.experimentComparison(filter, f, c)
+		sql, err := compare(b, filter, f, c)
 		if err != nil {
 			return Compiled{}, err
 		}
@@ -182,11 +161,14 @@ func CompileExperiments(d store.Dialect, filter string, orderBy []string) (Compi
 	if err := checkArgs(filter, kindFilter, len(out.Args)); err != nil {
 		return Compiled{}, err
 	}
-	order, err := b.experimentOrderBy(orderBy)
+	ob, err := order(b, orderBy)
 	if err != nil {
 		return Compiled{}, err
 	}
-	out.OrderBy, out.OrderArgs = order, b.take()
+	out.OrderBy, out.OrderArgs = ob, b.take()
+	if err := checkArgs(filter, kindFilter, len(out.Args)+len(out.OrderArgs)); err != nil {
+		return Compiled{}, err
+	}
 	return out, nil
 }
 
