@@ -138,11 +138,7 @@ func (a *API) createModel(r *http.Request, body []byte, sc tracking.Scope) (any,
 	if err := required("name", m.Name != ""); err != nil {
 		return nil, err
 	}
-	model, err := a.Registry.CreateModel(r.Context(), sc, m.Name, m.Description, regTagsIn(m.Tags))
-	if err != nil {
-		return nil, err
-	}
-	return map[string]any{"registered_model": modelOut(model)}, nil
+	return modelAnswer(a.Registry.CreateModel(r.Context(), sc, m.Name, m.Description, regTagsIn(m.Tags)))
 }
 
 func (a *API) renameModel(r *http.Request, body []byte, sc tracking.Scope) (any, error) {
@@ -159,11 +155,7 @@ func (a *API) renameModel(r *http.Request, body []byte, sc tracking.Scope) (any,
 	if err := required("new_name", m.NewName != ""); err != nil {
 		return nil, err
 	}
-	model, err := a.Registry.RenameModel(r.Context(), sc, m.Name, m.NewName)
-	if err != nil {
-		return nil, err
-	}
-	return map[string]any{"registered_model": modelOut(model)}, nil
+	return modelAnswer(a.Registry.RenameModel(r.Context(), sc, m.Name, m.NewName))
 }
 
 func (a *API) updateModel(r *http.Request, body []byte, sc tracking.Scope) (any, error) {
@@ -177,11 +169,7 @@ func (a *API) updateModel(r *http.Request, body []byte, sc tracking.Scope) (any,
 	if err := required("name", m.Name != ""); err != nil {
 		return nil, err
 	}
-	model, err := a.Registry.UpdateModel(r.Context(), sc, m.Name, m.Description)
-	if err != nil {
-		return nil, err
-	}
-	return map[string]any{"registered_model": modelOut(model)}, nil
+	return modelAnswer(a.Registry.UpdateModel(r.Context(), sc, m.Name, m.Description))
 }
 
 // deleteModel follows MLflow, plus Plinth's guard: a model with a version
@@ -211,11 +199,7 @@ func (a *API) getModel(r *http.Request, body []byte, sc tracking.Scope) (any, er
 	if err != nil {
 		return nil, err
 	}
-	model, err := a.Registry.GetModel(r.Context(), sc, name)
-	if err != nil {
-		return nil, err
-	}
-	return map[string]any{"registered_model": modelOut(model)}, nil
+	return modelAnswer(a.Registry.GetModel(r.Context(), sc, name))
 }
 
 type registrySearchMsg struct {
@@ -341,11 +325,7 @@ func (a *API) getByAlias(r *http.Request, body []byte, sc tracking.Scope) (any, 
 	if err != nil {
 		return nil, err
 	}
-	v, err := a.Registry.VersionByAlias(r.Context(), sc, m.Name, m.Alias)
-	if err != nil {
-		return nil, err
-	}
-	return map[string]any{"model_version": versionOut(v)}, nil
+	return versionAnswer(a.Registry.VersionByAlias(r.Context(), sc, m.Name, m.Alias))
 }
 
 func (a *API) createVersion(r *http.Request, body []byte, sc tracking.Scope) (any, error) {
@@ -403,11 +383,7 @@ func (a *API) updateVersion(r *http.Request, body []byte, sc tracking.Scope) (an
 	if err != nil {
 		return nil, err
 	}
-	v, err := a.Registry.UpdateVersion(r.Context(), sc, m.Name, m.Version, d.Description)
-	if err != nil {
-		return nil, err
-	}
-	return map[string]any{"model_version": versionOut(v)}, nil
+	return versionAnswer(a.Registry.UpdateVersion(r.Context(), sc, m.Name, m.Version, d.Description))
 }
 
 func (a *API) deleteVersion(r *http.Request, body []byte, sc tracking.Scope) (any, error) {
@@ -423,11 +399,7 @@ func (a *API) getVersion(r *http.Request, body []byte, sc tracking.Scope) (any, 
 	if err != nil {
 		return nil, err
 	}
-	v, err := a.Registry.GetVersion(r.Context(), sc, m.Name, m.Version)
-	if err != nil {
-		return nil, err
-	}
-	return map[string]any{"model_version": versionOut(v)}, nil
+	return versionAnswer(a.Registry.GetVersion(r.Context(), sc, m.Name, m.Version))
 }
 
 func (a *API) searchVersions(r *http.Request, body []byte, sc tracking.Scope) (any, error) {
@@ -482,11 +454,7 @@ func (a *API) transitionStage(r *http.Request, body []byte, sc tracking.Scope) (
 	if (stage == "Production" || current.CurrentStage == "Production") && !identityOf(r).Can(auth.RegistryPromote, sc.Workspace) {
 		return nil, fault.New(fault.PermissionDenied, "Moving a model version into or out of Production needs %s", auth.RegistryPromote)
 	}
-	v, err := a.Registry.TransitionStage(r.Context(), sc, m.Name, m.Version, stage, d.ArchiveExistingVersions)
-	if err != nil {
-		return nil, err
-	}
-	return map[string]any{"model_version": versionOut(v)}, nil
+	return versionAnswer(a.Registry.TransitionStage(r.Context(), sc, m.Name, m.Version, stage, d.ArchiveExistingVersions))
 }
 
 type versionTagMsg struct {
@@ -519,4 +487,20 @@ func (a *API) deleteVersionTag(r *http.Request, body []byte, sc tracking.Scope) 
 		return nil, err
 	}
 	return empty{}, a.Registry.DeleteVersionTag(r.Context(), sc, m.Name, m.Version, *t.Key)
+}
+
+// modelAnswer and versionAnswer wrap a registry result the way MLflow
+// answers with one model or one version.
+func modelAnswer(m registry.Model, err error) (any, error) {
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"registered_model": modelOut(m)}, nil
+}
+
+func versionAnswer(v registry.Version, err error) (any, error) {
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"model_version": versionOut(v)}, nil
 }
