@@ -40,6 +40,21 @@ type Store struct {
 	dir string
 	// now is the clock, a seam for tests.
 	now func() time.Time
+	// root prefixes every key of a view made by Private; "" for the
+	// store itself.
+	root string
+	// view marks a Private view, which shares its parent's bucket.
+	view bool
+}
+
+// Private returns a view of the part of the store named area, under
+// ReservedPrefix, where callers' keys are relative to that area. The
+// artifact routes can never name keys there (CleanKey refuses the reserved
+// prefix), so domains keep files in it that users must not overwrite, such
+// as the immutable files of data asset versions. The view shares the
+// store's bucket: closing it does nothing, closing the store closes both.
+func (s *Store) Private(area string) *Store {
+	return &Store{bucket: s.bucket, dir: s.dir, now: s.now, root: s.root + ReservedPrefix + area + "/", view: true}
 }
 
 // Entry is one item of a listing.
@@ -121,8 +136,13 @@ func FromBucket(b *blob.Bucket) *Store {
 	return &Store{bucket: b, now: time.Now}
 }
 
-// Close releases the bucket.
-func (s *Store) Close() error { return s.bucket.Close() }
+// Close releases the bucket; on a Private view it does nothing.
+func (s *Store) Close() error {
+	if s.view {
+		return nil
+	}
+	return s.bucket.Close()
+}
 
 // Put stores the bytes of r under key, replacing any blob there, and
 // returns how many bytes it stored. r is streamed through a fixed-size
@@ -147,7 +167,7 @@ func (s *Store) writableKey(key string) (string, error) {
 	if s.dir != "" && strings.HasSuffix(k, ".attrs") {
 		return "", fault.InvalidField("path", "%s: names ending in .attrs cannot be stored on a local-disk artifact store", clip(key))
 	}
-	return k, nil
+	return s.root + k, nil
 }
 
 // readError marks a failure of the caller's reader, as opposed to the
@@ -227,6 +247,7 @@ func (s *Store) Open(ctx context.Context, key string) (io.ReadCloser, int64, err
 	if err != nil {
 		return nil, 0, err
 	}
+	k = s.root + k
 	r, err := s.bucket.NewReader(ctx, k, nil)
 	if err != nil {
 		return nil, 0, s.storageError(err, "reading", k)
@@ -242,13 +263,13 @@ var tempFileRE = regexp.MustCompile(`\.[0-9a-f]{8,16}\.tmp$`)
 // root), sorted by name. A prefix that names a file or nothing at all has
 // no entries.
 func (s *Store) List(ctx context.Context, prefix string) ([]Entry, error) {
-	p := ""
+	p := s.root
 	if prefix != "" {
 		k, err := CleanKey(prefix)
 		if err != nil {
 			return nil, err
 		}
-		p = k + "/"
+		p = s.root + k + "/"
 	}
 	out := []Entry{}
 	it := s.bucket.List(&blob.ListOptions{Prefix: p, Delimiter: "/"})
@@ -287,6 +308,7 @@ func (s *Store) Delete(ctx context.Context, key string) error {
 	if err != nil {
 		return err
 	}
+	k = s.root + k
 	// Exists is false for a directory on local disk, where Delete would
 	// fail on it.
 	exists, err := s.bucket.Exists(ctx, k)
@@ -345,6 +367,7 @@ func removeEmptyDirs(dir string) {
 // storageError turns a driver error into a fault where the caller can act
 // on it, and wraps it otherwise.
 func (s *Store) storageError(err error, verb, key string) error {
+	key = strings.TrimPrefix(key, s.root)
 	switch gcerrors.Code(err) {
 	case gcerrors.NotFound:
 		return fault.Wrap(fault.NotFound, err, "artifact %s does not exist", clip(key))

@@ -638,3 +638,47 @@ func TestArtifactStorePruneMultipart(t *testing.T) {
 		t.Errorf("files left: %v", f)
 	}
 }
+
+// A private area holds files the public key space cannot reach: the
+// parent store neither lists nor opens them, and a view's keys stay inside
+// its area.
+func TestArtifactStorePrivateArea(t *testing.T) {
+	s, dir := newStore(t)
+	ctx := context.Background()
+	data := s.Private("data")
+	put(t, data, "ws/fraud/u1/train.csv", "a,b\n1,2\n")
+	put(t, s, "ws/1/r/artifacts/x", "x")
+	if got := get(t, data, "ws/fraud/u1/train.csv"); got != "a,b\n1,2\n" {
+		t.Fatalf("read %q", got)
+	}
+	if got := files(t, dir); !reflect.DeepEqual(got, []string{".plinth-data/ws/fraud/u1/train.csv", "ws/1/r/artifacts/x"}) {
+		t.Fatalf("files on disk: %v", got)
+	}
+	top, err := s.List(ctx, "")
+	if err != nil || len(top) != 1 || top[0].Path != "ws" {
+		t.Fatalf("the store's root lists %v, %v; want only ws", top, err)
+	}
+	if _, _, err := s.Open(ctx, ".plinth-data/ws/fraud/u1/train.csv"); !fault.Is(err, fault.Invalid) {
+		t.Fatalf("opening a private file through the store: %v, want invalid", err)
+	}
+	entries, err := data.List(ctx, "ws/fraud")
+	if err != nil || len(entries) != 1 || entries[0].Path != "u1" || !entries[0].IsDir {
+		t.Fatalf("the view lists %v, %v", entries, err)
+	}
+	if _, _, err := data.Open(ctx, "../1/r/artifacts/x"); !fault.Is(err, fault.Invalid) {
+		t.Fatalf("escaping the area: %v, want invalid", err)
+	}
+	_, _, err = data.Open(ctx, "ws/fraud/u1/missing.csv")
+	if fe, ok := fault.As(err); !ok || fe.Kind != fault.NotFound || strings.Contains(fe.Message, ReservedPrefix) {
+		t.Fatalf("a missing private file: %v (want not found, without the internal prefix)", err)
+	}
+	if err := data.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := data.Delete(ctx, "ws"); err != nil {
+		t.Fatalf("deleting through the view after closing it (a no-op): %v", err)
+	}
+	if got := files(t, dir); !reflect.DeepEqual(got, []string{"ws/1/r/artifacts/x"}) {
+		t.Fatalf("after deleting the area's ws: %v", got)
+	}
+}
