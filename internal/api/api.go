@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/plinth-dev/plinth/internal/audit"
 	"github.com/plinth-dev/plinth/internal/auth"
@@ -47,7 +48,9 @@ type Route struct {
 	// Action names the change for the audit log; empty for reads.
 	Action string
 	// Status is the success status; 0 means 200.
-	Status  int
+	Status int
+	// MaxBody bounds the request body; 0 means MaxBodyBytes.
+	MaxBody int64
 	Summary string
 	Handle  Handler
 }
@@ -132,7 +135,11 @@ func SourceAddr(r *http.Request) string {
 
 func (a *API) wrap(rt Route) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		r.Body = http.MaxBytesReader(w, r.Body, MaxBodyBytes)
+		limit := rt.MaxBody
+		if limit == 0 {
+			limit = MaxBodyBytes
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, limit)
 		ctx := r.Context()
 		var caller *auth.Identity
 		if rt.Permission != auth.Public {
@@ -167,6 +174,10 @@ func (a *API) wrap(rt Route) http.Handler {
 			writeError(w, r, a.Log, err)
 			return
 		}
+		if resp, ok := out.(responder); ok {
+			resp.respond(w, r)
+			return
+		}
 		status := rt.Status
 		if status == 0 {
 			status = http.StatusOK
@@ -178,6 +189,16 @@ func (a *API) wrap(rt Route) http.Handler {
 		writeJSON(w, status, out)
 	})
 }
+
+// responder is a handler's answer that writes itself (a file download)
+// instead of being encoded as JSON.
+type responder interface {
+	respond(w http.ResponseWriter, r *http.Request)
+}
+
+// timeZero is the modification time given to http.ServeContent when none
+// is known (it then sends no Last-Modified).
+var timeZero time.Time
 
 func describe(rt Route) string {
 	if rt.Action != "" {

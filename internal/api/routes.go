@@ -16,7 +16,7 @@ import (
 // Routes is the whole /api/v1 surface. Each later domain adds its routes
 // here, each naming the permission it needs.
 func (a *API) Routes() []Route {
-	return []Route{
+	return append([]Route{
 		{Method: "GET", Path: "/api/v1/openapi.json", Permission: auth.Public, Summary: "The OpenAPI 3 document of this API", Handle: a.openapi},
 		{Method: "GET", Path: "/api/v1/whoami", Permission: auth.Authenticated, Summary: "The calling principal, key and roles", Handle: a.whoami},
 		{Method: "GET", Path: "/api/v1/roles", Permission: auth.Authenticated, Summary: "Built-in roles and their permissions", Handle: a.roles},
@@ -48,9 +48,9 @@ func (a *API) Routes() []Route {
 		{Method: "GET", Path: "/api/v1/audit/verify", Permission: auth.AuditRead, Summary: "Verify the audit log's hash chain", Handle: a.verifyAudit},
 		{Method: "GET", Path: "/api/v1/workspaces/{ws}/audit", Permission: auth.AuditRead, Scoped: true, Summary: "List a workspace's audit records", Handle: a.listAudit},
 
-		{Method: "GET", Path: "/api/v1/workspaces/{ws}/lineage", Permission: auth.DataRead, Scoped: true, Summary: "The lineage graph around a dataset, run or model version", Handle: a.lineage},
+		{Method: "GET", Path: "/api/v1/workspaces/{ws}/lineage", Permission: auth.DataRead, Scoped: true, Summary: "The lineage graph around a data version, dataset, run or model version", Handle: a.lineage},
 		{Method: "GET", Path: "/api/v1/workspaces/{ws}/models/{name}/versions/{version}/trace", Permission: auth.RegistryRead, Scoped: true, Summary: "A model version's traceability record", Handle: a.traceVersion},
-	}
+	}, a.dataRoutes()...)
 }
 
 func (a *API) openapi(r *http.Request, _ *auth.Identity) (any, error) {
@@ -351,7 +351,7 @@ func (a *API) lineage(r *http.Request, _ *auth.Identity) (any, error) {
 	q := r.URL.Query()
 	node := q.Get("node")
 	if node == "" {
-		return nil, fault.InvalidField("node", "required: model:<name>:<version>, run:<id> or dataset:<name>:<digest>")
+		return nil, fault.InvalidField("node", "required: data:<name>:<version>, model:<name>:<version>, run:<id> or dataset:<name>:<digest>")
 	}
 	depth := 0
 	if d := q.Get("depth"); d != "" {

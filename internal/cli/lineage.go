@@ -15,11 +15,12 @@ func newLineageCmd(g *globals) *cobra.Command {
 	var depth int
 	cmd := &cobra.Command{
 		Use:   "lineage NODE",
-		Short: "Print the lineage around a model version, run or dataset as a tree",
+		Short: "Print the lineage around a model version, run or data version as a tree",
 		Long: `Print what a node came from (--direction up) or what was made from it (down), or both.
-NODE is model:<name>:<version>, run:<run_id> or dataset:<name>:<digest>.`,
+NODE is data:<name>:<version>, model:<name>:<version>, run:<run_id> or dataset:<name>:<digest>
+(an MLflow-logged dataset that names no data asset).`,
 		Example: `  plinth lineage model:fraud:3
-  plinth lineage dataset:cards:abc123 --direction down`,
+  plinth lineage data:transactions:2 --direction down`,
 		Args: exactArgs(1, "NODE"),
 		RunE: g.withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
 			l, err := c.Lineage(cmd.Context(), ws, args[0], direction, depth)

@@ -47,7 +47,7 @@ running server (see 'plinth login').`,
 	root.AddCommand(
 		newUpCmd(g), newServerCmd(g), newVersionCmd(g), newLoginCmd(g), newWhoamiCmd(g),
 		newWorkspaceCmd(g), newKeyCmd(g), newRoleCmd(g), newPrincipalCmd(g), newAuditCmd(g),
-		newExperimentCmd(g), newRunCmd(g), newModelCmd(g), newLineageCmd(g),
+		newExperimentCmd(g), newRunCmd(g), newModelCmd(g), newLineageCmd(g), newDataCmd(g),
 	)
 	return root
 }

@@ -23,7 +23,8 @@ import (
 // serveFlags are the flags of the server roles.
 type serveFlags struct {
 	configFile, addr, dataDir, database string
-	artifacts, debugAddr                string
+	artifacts, artifactsRegion          string
+	debugAddr                           string
 	tlsCert, tlsKey                     string
 	logLevel, logFormat                 string
 	shutdownTimeout                     time.Duration
@@ -36,6 +37,7 @@ func (f *serveFlags) register(cmd *cobra.Command) {
 	fl.StringVar(&f.dataDir, "data-dir", server.DefaultDataDir, "data directory: SQLite database and local files (env PLINTH_HOME)")
 	fl.StringVar(&f.database, "database", "", "PostgreSQL URL postgres://...; empty means SQLite in the data directory (env PLINTH_DATABASE)")
 	fl.StringVar(&f.artifacts, "artifacts", "", "artifact store URL: file:///dir, s3://bucket?region=..., azblob://container; empty means <data-dir>/artifacts (env PLINTH_ARTIFACTS)")
+	fl.StringVar(&f.artifactsRegion, "artifacts-region", "", "region the artifact store is in; uploads to workspaces that do not allow it are refused (env PLINTH_ARTIFACTS_REGION)")
 	fl.StringVar(&f.debugAddr, "debug-addr", "", "serve Go pprof profiles on this address, e.g. 127.0.0.1:6060 (env PLINTH_DEBUG_ADDR)")
 	fl.StringVar(&f.tlsCert, "tls-cert", "", "TLS certificate file; serve HTTPS (env PLINTH_TLS_CERT)")
 	fl.StringVar(&f.tlsKey, "tls-key", "", "TLS private key file (env PLINTH_TLS_KEY)")
@@ -62,7 +64,7 @@ func (f *serveFlags) config(cmd *cobra.Command) (server.Config, error) {
 		}
 	}
 	for env, dst := range map[string]*string{
-		"PLINTH_ADDR": &cfg.Addr, "PLINTH_HOME": &cfg.DataDir, "PLINTH_DATABASE": &cfg.Database, "PLINTH_ARTIFACTS": &cfg.Artifacts, "PLINTH_DEBUG_ADDR": &cfg.DebugAddr,
+		"PLINTH_ADDR": &cfg.Addr, "PLINTH_HOME": &cfg.DataDir, "PLINTH_DATABASE": &cfg.Database, "PLINTH_ARTIFACTS": &cfg.Artifacts, "PLINTH_ARTIFACTS_REGION": &cfg.ArtifactsRegion, "PLINTH_DEBUG_ADDR": &cfg.DebugAddr,
 		"PLINTH_TLS_CERT": &cfg.TLSCert, "PLINTH_TLS_KEY": &cfg.TLSKey, "PLINTH_BOOTSTRAP_KEY": &cfg.BootstrapKey,
 		"PLINTH_LOG_LEVEL": &f.logLevel, "PLINTH_LOG_FORMAT": &f.logFormat,
 	} {
@@ -73,7 +75,7 @@ func (f *serveFlags) config(cmd *cobra.Command) (server.Config, error) {
 	fl := cmd.Flags()
 	for name, pair := range map[string][2]*string{
 		"addr": {&cfg.Addr, &f.addr}, "data-dir": {&cfg.DataDir, &f.dataDir}, "database": {&cfg.Database, &f.database},
-		"artifacts": {&cfg.Artifacts, &f.artifacts}, "debug-addr": {&cfg.DebugAddr, &f.debugAddr},
+		"artifacts": {&cfg.Artifacts, &f.artifacts}, "artifacts-region": {&cfg.ArtifactsRegion, &f.artifactsRegion}, "debug-addr": {&cfg.DebugAddr, &f.debugAddr},
 		"tls-cert": {&cfg.TLSCert, &f.tlsCert}, "tls-key": {&cfg.TLSKey, &f.tlsKey},
 	} {
 		if fl.Changed(name) {

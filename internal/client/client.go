@@ -52,31 +52,37 @@ func (e *Error) Error() string {
 // Do sends a request with an optional JSON body and decodes a JSON answer
 // into out (when out is not nil).
 func (c *Client) Do(ctx context.Context, method, path string, query url.Values, in, out any) error {
-	u := c.BaseURL + path
-	if len(query) > 0 {
-		u += "?" + query.Encode()
-	}
 	var body io.Reader
+	contentType := ""
 	if in != nil {
 		b, err := json.Marshal(in)
 		if err != nil {
 			return fmt.Errorf("encoding request: %w", err)
 		}
-		body = bytes.NewReader(b)
+		body, contentType = bytes.NewReader(b), "application/json"
+	}
+	return c.send(ctx, c.HTTP, method, path, query, body, -1, contentType, out)
+}
+
+// send is Do with any body: size is its length (-1 when unknown).
+func (c *Client) send(ctx context.Context, hc *http.Client, method, path string, query url.Values, body io.Reader, size int64, contentType string, out any) error {
+	u := c.BaseURL + path
+	if len(query) > 0 {
+		u += "?" + query.Encode()
 	}
 	req, err := http.NewRequestWithContext(ctx, method, u, body)
 	if err != nil {
 		return fmt.Errorf("building request: %w", err)
 	}
-	if in != nil {
-		req.Header.Set("Content-Type", "application/json")
+	if size >= 0 {
+		req.ContentLength = size
 	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	c.authorize(req)
 	req.Header.Set("Accept", "application/json")
-	req.Header.Set("User-Agent", "plinth-cli/"+buildinfo.Get().Version)
-	if c.Key != "" {
-		req.Header.Set("Authorization", "Bearer "+c.Key)
-	}
-	resp, err := c.HTTP.Do(req)
+	resp, err := hc.Do(req)
 	if err != nil {
 		return fmt.Errorf("cannot reach Plinth at %s: %w", c.BaseURL, unwrapURLError(err))
 	}
@@ -86,29 +92,7 @@ func (c *Client) Do(ctx context.Context, method, path string, query url.Values, 
 		return fmt.Errorf("reading answer from %s: %w", c.BaseURL, err)
 	}
 	if resp.StatusCode >= 300 {
-		apiErr := &Error{Status: resp.StatusCode, RequestID: resp.Header.Get("X-Request-Id")}
-		var eb struct {
-			Error struct {
-				Code    string         `json:"code"`
-				Message string         `json:"message"`
-				Details map[string]any `json:"details"`
-			} `json:"error"`
-		}
-		var mlflowErr struct {
-			ErrorCode string `json:"error_code"`
-			Message   string `json:"message"`
-		}
-		if json.Unmarshal(data, &eb) == nil && eb.Error.Message != "" {
-			apiErr.Code, apiErr.Message, apiErr.Details = eb.Error.Code, eb.Error.Message, eb.Error.Details
-		} else if json.Unmarshal(data, &mlflowErr) == nil && mlflowErr.ErrorCode != "" {
-			apiErr.Code, apiErr.Message = mlflowErr.ErrorCode, mlflowErr.Message
-		} else {
-			apiErr.Message = strings.TrimSpace(string(data))
-			if apiErr.Message == "" {
-				apiErr.Message = resp.Status
-			}
-		}
-		return apiErr
+		return errorFrom(resp, data)
 	}
 	if out == nil || resp.StatusCode == http.StatusNoContent {
 		return nil
@@ -117,6 +101,41 @@ func (c *Client) Do(ctx context.Context, method, path string, query url.Values, 
 		return fmt.Errorf("decoding answer from %s %s: %w", method, path, err)
 	}
 	return nil
+}
+
+// authorize sets the headers every request carries.
+func (c *Client) authorize(req *http.Request) {
+	req.Header.Set("User-Agent", "plinth-cli/"+buildinfo.Get().Version)
+	if c.Key != "" {
+		req.Header.Set("Authorization", "Bearer "+c.Key)
+	}
+}
+
+// errorFrom turns an error answer into an *Error.
+func errorFrom(resp *http.Response, data []byte) error {
+	apiErr := &Error{Status: resp.StatusCode, RequestID: resp.Header.Get("X-Request-Id")}
+	var eb struct {
+		Error struct {
+			Code    string         `json:"code"`
+			Message string         `json:"message"`
+			Details map[string]any `json:"details"`
+		} `json:"error"`
+	}
+	var mlflowErr struct {
+		ErrorCode string `json:"error_code"`
+		Message   string `json:"message"`
+	}
+	if json.Unmarshal(data, &eb) == nil && eb.Error.Message != "" {
+		apiErr.Code, apiErr.Message, apiErr.Details = eb.Error.Code, eb.Error.Message, eb.Error.Details
+	} else if json.Unmarshal(data, &mlflowErr) == nil && mlflowErr.ErrorCode != "" {
+		apiErr.Code, apiErr.Message = mlflowErr.ErrorCode, mlflowErr.Message
+	} else {
+		apiErr.Message = strings.TrimSpace(string(data))
+		if apiErr.Message == "" {
+			apiErr.Message = resp.Status
+		}
+	}
+	return apiErr
 }
 
 func unwrapURLError(err error) error {

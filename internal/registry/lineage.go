@@ -5,22 +5,36 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/plinth-dev/plinth/internal/fault"
 	"github.com/plinth-dev/plinth/internal/tracking"
 )
 
-// Node kinds of the lineage graph. Data asset versions and deployments
-// join the graph when those features arrive; their edges end at runs and
-// start at model versions.
+// Node kinds of the lineage graph. Deployments join the graph with the
+// endpoints; their edges start at model versions (EdgeDeployed).
 const (
-	NodeDataset = "dataset"
-	NodeRun     = "run"
-	NodeModel   = "model"
+	NodeData       = "data"
+	NodeDataset    = "dataset"
+	NodeRun        = "run"
+	NodeModel      = "model"
+	NodeDeployment = "deployment"
+)
+
+// Edge kinds: what went into a run, what a run produced (a model version
+// or a data version registered from its outputs), where a model version
+// is deployed.
+const (
+	EdgeInput    = "input"
+	EdgeProduced = "produced"
+	EdgeOutput   = "output"
+	EdgeDeployed = "deployed"
 )
 
 // Node is one thing in the lineage graph, with a stable id:
-// dataset:<name>:<digest>, run:<run_id> or model:<name>:<version>.
+// data:<name>:<version> (a data asset version), dataset:<name>:<digest>
+// (a dataset MLflow logged that is not a data asset), run:<run_id> or
+// model:<name>:<version>.
 type Node struct {
 	ID         string            `json:"id"`
 	Kind       string            `json:"kind"`
@@ -28,8 +42,9 @@ type Node struct {
 	Attributes map[string]string `json:"attributes,omitempty"`
 }
 
-// Edge says that From went into To: a dataset into a run (kind "input"),
-// a run into a model version (kind "produced").
+// Edge says that From went into To: data into a run (kind "input"), a
+// run into a model version (kind "produced") or into a data version
+// (kind "output").
 type Edge struct {
 	From string `json:"from"`
 	To   string `json:"to"`
@@ -167,8 +182,30 @@ func (w *walker) node(id string) (Node, error) {
 			return Node{}, fault.New(fault.NotFound, "dataset %q with digest %q not found", name, digest)
 		}
 		return w.add(datasetNode(d, "")), nil
+	case NodeData:
+		name, version, ok := splitLast(rest)
+		if !ok {
+			return Node{}, fault.InvalidField("node", "%q: a data node is data:<name>:<version>", id)
+		}
+		v, err := w.s.GetDataVersion(w.ctx, w.sc, name, version)
+		if err != nil {
+			return Node{}, err
+		}
+		return w.add(dataNode(v)), nil
 	}
-	return Node{}, fault.InvalidField("node", "%q is not a node id (want model:<name>:<version>, run:<id> or dataset:<name>:<digest>)", id)
+	return Node{}, fault.InvalidField("node", "%q is not a node id (want data:<name>:<version>, model:<name>:<version>, run:<id> or dataset:<name>:<digest>)", id)
+}
+
+func dataNode(v DataVersion) Node {
+	attrs := map[string]string{"type": v.Type, "storage": v.Storage, "path": v.Path, "region": v.Region,
+		"created_by": v.CreatedBy, "created_at": v.CreatedAt.Format(time.RFC3339)}
+	if v.Digest != "" {
+		attrs["digest"] = v.Digest
+	}
+	if v.LocalOnly {
+		attrs["host"] = v.Host
+	}
+	return Node{ID: "data:" + v.Name + ":" + v.Version, Kind: NodeData, Label: v.Name + ":" + v.Version, Attributes: attrs}
 }
 
 func modelNode(v Version) Node {
@@ -212,7 +249,7 @@ func (w *walker) neighbours(n Node, dir string) ([]Node, error) {
 			return nil, err
 		}
 		r := w.add(runNode(run.Info))
-		link(r, n, "produced")
+		link(r, n, EdgeProduced)
 		out = append(out, r)
 	case n.Kind == NodeRun && dir == "up":
 		run, err := w.s.tracking.GetRun(w.ctx, w.sc, strings.TrimPrefix(n.ID, "run:"))
@@ -220,9 +257,48 @@ func (w *walker) neighbours(n Node, dir string) ([]Node, error) {
 			return nil, err
 		}
 		for _, in := range run.Inputs {
-			d := w.add(datasetNode(in.Dataset, ""))
-			link(d, n, "input")
+			// A dataset that names a data asset version is that version.
+			dv, err := w.s.dataVersionOf(w.ctx, w.sc, in.Dataset)
+			if err != nil {
+				return nil, err
+			}
+			var d Node
+			if dv != nil {
+				d = w.add(dataNode(*dv))
+			} else {
+				d = w.add(datasetNode(in.Dataset, ""))
+			}
+			link(d, n, EdgeInput)
 			out = append(out, d)
+		}
+	case n.Kind == NodeData && dir == "up":
+		v, err := w.dataOf(n)
+		if err != nil || v.SourceRunID == "" {
+			return nil, err
+		}
+		run, err := w.s.tracking.GetRun(w.ctx, w.sc, v.SourceRunID)
+		if fault.Is(err, fault.NotFound) {
+			return nil, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		r := w.add(runNode(run.Info))
+		link(r, n, EdgeOutput)
+		out = append(out, r)
+	case n.Kind == NodeData && dir == "down":
+		v, err := w.dataOf(n)
+		if err != nil {
+			return nil, err
+		}
+		runs, err := w.s.runsUsingData(w.ctx, w.sc, v)
+		if err != nil {
+			return nil, err
+		}
+		for _, ri := range runs {
+			r := w.add(runNode(ri))
+			link(n, r, EdgeInput)
+			out = append(out, r)
 		}
 	case n.Kind == NodeRun && dir == "down":
 		vs, err := w.s.versions(w.ctx, w.s.db.Read(), `NOT v.deleted AND v.run_id = ? AND v.model_pk IN (SELECT pk FROM registered_models WHERE workspace_id = ?)`,
@@ -232,8 +308,18 @@ func (w *walker) neighbours(n Node, dir string) ([]Node, error) {
 		}
 		for _, v := range vs {
 			m := w.add(modelNode(v))
-			link(n, m, "produced")
+			link(n, m, EdgeProduced)
 			out = append(out, m)
+		}
+		dvs, err := w.s.dataVersions(w.ctx, w.s.db.Read(), `v.workspace_id = ? AND v.source_run_id = ?`,
+			[]any{w.sc.WorkspaceID, strings.TrimPrefix(n.ID, "run:")}, "v.name, v.seq", 0)
+		if err != nil {
+			return nil, err
+		}
+		for _, dv := range dvs {
+			d := w.add(dataNode(dv))
+			link(n, d, EdgeOutput)
+			out = append(out, d)
 		}
 	case n.Kind == NodeDataset && dir == "down":
 		name, digest, _ := splitLast(strings.TrimPrefix(n.ID, "dataset:"))
@@ -243,11 +329,16 @@ func (w *walker) neighbours(n Node, dir string) ([]Node, error) {
 		}
 		for _, ri := range runs {
 			r := w.add(runNode(ri))
-			link(n, r, "input")
+			link(n, r, EdgeInput)
 			out = append(out, r)
 		}
 	}
 	return out, nil
+}
+
+func (w *walker) dataOf(n Node) (DataVersion, error) {
+	name, version, _ := splitLast(strings.TrimPrefix(n.ID, "data:"))
+	return w.s.GetDataVersion(w.ctx, w.sc, name, version)
 }
 
 // Trace is a model version's traceability record (I2): who registered
@@ -282,13 +373,15 @@ type RunTrace struct {
 	Environment  map[string]string `json:"environment,omitempty"`
 }
 
-// DataTrace is one dataset the run used.
+// DataTrace is one dataset the run used: as MLflow logged it and, when
+// it names a data asset version, that version.
 type DataTrace struct {
-	Name       string `json:"name"`
-	Digest     string `json:"digest"`
-	SourceType string `json:"source_type"`
-	Source     string `json:"source"`
-	Context    string `json:"context,omitempty"`
+	Name       string       `json:"name"`
+	Digest     string       `json:"digest"`
+	SourceType string       `json:"source_type"`
+	Source     string       `json:"source"`
+	Context    string       `json:"context,omitempty"`
+	Asset      *DataVersion `json:"asset,omitempty"`
 }
 
 // TraceVersion assembles a model version's traceability record.
@@ -339,6 +432,9 @@ func (s *Service) TraceVersion(ctx context.Context, sc tracking.Scope, name, ver
 			if tag.Key == "mlflow.data.context" {
 				dt.Context = tag.Value
 			}
+		}
+		if dt.Asset, err = s.dataVersionOf(ctx, sc, in.Dataset); err != nil {
+			return Trace{}, err
 		}
 		t.Datasets = append(t.Datasets, dt)
 	}

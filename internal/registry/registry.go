@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/plinth-dev/plinth/internal/artifact"
 	"github.com/plinth-dev/plinth/internal/audit"
 	"github.com/plinth-dev/plinth/internal/fault"
 	"github.com/plinth-dev/plinth/internal/store"
@@ -75,6 +76,30 @@ type Service struct {
 	audit    *audit.Log
 	tracking *tracking.Service
 	now      func() time.Time
+	// artifacts is the artifact store (data versions may reference
+	// files in it); dataStore its private area holding uploaded data;
+	// storeRegion the region the store is in ("" when not configured).
+	artifacts   *artifact.Store
+	dataStore   *artifact.Store
+	storeRegion string
+}
+
+// UseArtifacts gives the service the artifact store data versions are
+// uploaded to and may reference, and the region it is in ("" when
+// unknown: uploads are then recorded in their workspace's region).
+func (s *Service) UseArtifacts(st *artifact.Store, region string) {
+	s.artifacts, s.dataStore, s.storeRegion = st, st.Private("data"), region
+}
+
+// exec runs one statement in a transaction of its own.
+func (s *Service) exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	var res sql.Result
+	err := s.db.Tx(ctx, func(tx store.Querier) error {
+		var err error
+		res, err = tx.ExecContext(ctx, query, args...)
+		return err
+	})
+	return res, err
 }
 
 // NewService returns a Service; now nil means time.Now.
@@ -92,14 +117,21 @@ func resource(sc tracking.Scope, name string) string {
 // ResourcesIn implements workspace.Holder.
 func (s *Service) ResourcesIn(ctx context.Context, q store.Querier, workspaceID string) (map[string]int, error) {
 	var n int
-	err := q.QueryRowContext(ctx, `SELECT COUNT(*) FROM registered_models WHERE workspace_id = ?`, workspaceID).Scan(&n)
-	return map[string]int{"registered models": n}, err
+	if err := q.QueryRowContext(ctx, `SELECT COUNT(*) FROM registered_models WHERE workspace_id = ?`, workspaceID).Scan(&n); err != nil {
+		return nil, err
+	}
+	d, err := s.dataResourcesIn(ctx, q, workspaceID)
+	return map[string]int{"registered models": n, "data assets": d}, err
 }
 
 // DeleteResourcesIn implements workspace.Holder.
 func (s *Service) DeleteResourcesIn(ctx context.Context, tx store.Querier, workspaceID string) error {
-	_, err := tx.ExecContext(ctx, `DELETE FROM registered_models WHERE workspace_id = ?`, workspaceID)
-	return err
+	for _, table := range []string{"registered_models", "data_assets", "data_uploads"} {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM `+table+` WHERE workspace_id = ?`, workspaceID); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func validName(name string) error {

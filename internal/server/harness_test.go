@@ -22,6 +22,8 @@ type env struct {
 	srv   *server.Server
 	url   string
 	admin string
+	// dataDir is the server's data directory (SQLite, local artifacts).
+	dataDir string
 }
 
 const adminKey = "plk_test-admin-key-0123456789abcdef"
@@ -42,7 +44,7 @@ func start(t testing.TB, d store.Dialect) *env {
 		hs.Close()
 		srv.Close()
 	})
-	return &env{t: t, srv: srv, url: hs.URL, admin: adminKey}
+	return &env{t: t, srv: srv, url: hs.URL, admin: adminKey, dataDir: cfg.DataDir}
 }
 
 // eachDB runs fn against a server on SQLite and one on PostgreSQL.

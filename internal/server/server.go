@@ -47,9 +47,14 @@ type Config struct {
 	// BootstrapKey, if set, becomes the first admin key instead of a
 	// random one. Ignored once an admin exists.
 	BootstrapKey string `json:"bootstrap_key"`
-	// Artifacts is the blob store URL for run artifacts (file:///dir,
-	// s3://bucket, azblob://container); empty means DataDir/artifacts.
+	// Artifacts is the blob store URL for run artifacts and uploaded data
+	// (file:///dir, s3://bucket, azblob://container); empty means
+	// DataDir/artifacts.
 	Artifacts string `json:"artifacts"`
+	// ArtifactsRegion is the region the artifact store is in; uploads to
+	// a workspace whose allowed regions exclude it are refused (G2). Empty
+	// means unknown: uploads are recorded in their workspace's region.
+	ArtifactsRegion string `json:"artifacts_region"`
 	// TLSCert and TLSKey serve HTTPS when both are set.
 	TLSCert string `json:"tls_cert"`
 	TLSKey  string `json:"tls_key"`
@@ -176,6 +181,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		db.Close()
 		return nil, fmt.Errorf("opening artifact store %s: %w", artifactsURL, err)
 	}
+	s.Registry.UseArtifacts(s.Artifacts, cfg.ArtifactsRegion)
 
 	doc, err := api.OpenAPIJSON()
 	if err != nil {
@@ -188,6 +194,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	s.Workspaces.OnDeleted(func(ctx context.Context, w workspace.Workspace) {
 		if err := s.Artifacts.Delete(ctx, w.Name); err != nil {
 			log.Error("deleting a deleted workspace's artifacts", "workspace", w.Name, "error", err)
+		}
+		if err := s.Registry.DeleteWorkspaceData(ctx, w.Name); err != nil {
+			log.Error("deleting a deleted workspace's uploaded data", "workspace", w.Name, "error", err)
 		}
 	})
 	s.MLflow = &mlflowapi.API{Auth: s.Auth, Workspaces: s.Workspaces, Tracking: s.Tracking, Registry: s.Registry, Artifacts: s.Artifacts, Audit: s.Audit, Log: log}
@@ -341,6 +350,11 @@ func (s *Server) pruneUploads(ctx context.Context) {
 			s.log.Warn("pruning abandoned multipart uploads", "error", err)
 		} else if n > 0 {
 			s.log.Info("pruned abandoned multipart uploads", "uploads", n)
+		}
+		if n, err := s.Registry.PruneDataUploads(ctx, time.Now().Add(-registry.DataUploadTTL)); err != nil && ctx.Err() == nil {
+			s.log.Warn("pruning abandoned data uploads", "error", err)
+		} else if n > 0 {
+			s.log.Info("pruned abandoned data uploads", "uploads", n)
 		}
 		select {
 		case <-ctx.Done():

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 )
 
 // DatasetRef names a dataset logged with runs/log-inputs: datasets are
@@ -49,3 +50,36 @@ func (s *Service) DatasetExists(ctx context.Context, sc Scope, d DatasetRef) (Da
 	}
 	return ds, true, nil
 }
+
+// FindDatasets lists the distinct datasets logged in the workspace whose
+// source contains one of the given strings, or whose name is name (""
+// matches no name): the candidates for a lineage link, which the caller
+// confirms.
+func (s *Service) FindDatasets(ctx context.Context, sc Scope, name string, sourceContains []string) ([]Dataset, error) {
+	conds := []string{"ds.name = ?"}
+	args := []any{sc.WorkspaceID, name}
+	for _, sub := range sourceContains {
+		if sub == "" {
+			continue
+		}
+		conds = append(conds, `ds.source LIKE ? ESCAPE '\'`)
+		args = append(args, "%"+likeEscaper.Replace(sub)+"%")
+	}
+	rows, err := s.db.Read().QueryContext(ctx, `SELECT DISTINCT ds.name, ds.digest, ds.source_type, ds.source FROM datasets ds JOIN experiments e ON e.pk = ds.experiment_pk
+		WHERE e.workspace_id = ? AND (`+strings.Join(conds, " OR ")+`) ORDER BY ds.name, ds.digest`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("finding datasets: %w", err)
+	}
+	defer rows.Close()
+	var out []Dataset
+	for rows.Next() {
+		var d Dataset
+		if err := rows.Scan(&d.Name, &d.Digest, &d.SourceType, &d.Source); err != nil {
+			return nil, err
+		}
+		out = append(out, d)
+	}
+	return out, rows.Err()
+}
+
+var likeEscaper = strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`)
