@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/plinth-dev/plinth/internal/client"
 	"github.com/plinth-dev/plinth/internal/registry"
+	"github.com/plinth-dev/plinth/internal/server"
 )
 
 // writeTree makes files under dir from a map of relative path to content.
@@ -467,4 +469,32 @@ func edgeIn(graph map[string]any, from, to, kind string) bool {
 		}
 	}
 	return false
+}
+
+// TestDataUploadRegion: an artifact store in a known region takes uploads
+// only for workspaces that allow that region (G2).
+func TestDataUploadRegion(t *testing.T) {
+	if _, err := server.New(context.Background(), server.Config{DataDir: t.TempDir(), ArtifactsRegion: "atlantis"}, discardLog()); err == nil ||
+		!strings.Contains(err.Error(), `artifacts region "atlantis" is not a known region`) {
+		t.Fatalf("unknown artifacts region: %v", err)
+	}
+	cfg := server.Config{DataDir: t.TempDir(), BootstrapKey: adminKey, ArtifactsRegion: "westeurope"}
+	srv, err := server.New(context.Background(), cfg, discardLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(srv.Handler())
+	defer func() { hs.Close(); srv.Close() }()
+	e := &env{t: t, srv: srv, url: hs.URL, admin: adminKey, dataDir: cfg.DataDir}
+	e.must(201, "POST", "/api/v1/workspaces", e.admin, map[string]any{"name": "us-team", "region": "eastus"})
+	e.must(201, "POST", "/api/v1/workspaces", e.admin, map[string]any{"name": "eu-team", "region": "northeurope", "allowed_regions": []string{"northeurope", "westeurope"}})
+	files := []map[string]any{{"path": "a.csv", "size": 1}}
+	if r := e.call("POST", "/api/v1/workspaces/us-team/data/x/uploads", e.admin, map[string]any{"type": "uri_folder", "files": files}); r.status != 400 ||
+		!strings.Contains(r.errMessage(), `"westeurope" is outside workspace us-team's allowed regions`) {
+		t.Fatalf("upload into a store outside the workspace's regions: %d %s", r.status, r.raw)
+	}
+	ok := e.must(201, "POST", "/api/v1/workspaces/eu-team/data/x/uploads", e.admin, map[string]any{"type": "uri_folder", "files": files})
+	if ok.body["upload"] == nil {
+		t.Fatalf("upload in an allowed region: %s", ok.raw)
+	}
 }

@@ -34,8 +34,7 @@ func start(t testing.TB, d store.Dialect) *env {
 	if d == store.Postgres {
 		cfg.Database = storetest.PostgresURL(t)
 	}
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	srv, err := server.New(context.Background(), cfg, log)
+	srv, err := server.New(context.Background(), cfg, discardLog())
 	if err != nil {
 		t.Fatalf("starting server: %v", err)
 	}
@@ -162,3 +161,5 @@ func rawExec(e *env, q string, args ...any) (int64, error) {
 }
 
 func dialectOf(e *env) store.Dialect { return e.srv.DB().Dialect() }
+
+func discardLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }

@@ -127,6 +127,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	if cfg.ShutdownTimeout == 0 {
 		cfg.ShutdownTimeout = 30 * time.Second
 	}
+	if cfg.ArtifactsRegion != "" && !workspace.KnownRegion(cfg.ArtifactsRegion) {
+		return nil, fmt.Errorf("artifacts region %q is not a known region (see `plinth workspace regions`)", cfg.ArtifactsRegion)
+	}
 	db, err := store.Open(ctx, cfg.DatabaseURL())
 	if err != nil {
 		return nil, err
