@@ -15,6 +15,9 @@ import (
 //   - a string of its source (uri, url, path...) is data:<name>:<version>
 //     or Azure ML's azureml:<name>:<version>, or an azureml:// URI ending
 //     in /data/<name>/versions/<version>;
+//   - a string of its source is a URL of the version in Plinth's API
+//     (.../api/v1/workspaces/<ws>/data/<name>/versions/<version>/...,
+//     which MLflow's HTTP dataset source accepts as is);
 //   - a string of its source is the path of a referenced version (a blob
 //     URL, an mlflow-artifacts:/ URI, a local path);
 //   - its name is the asset's name and its digest (MLflow keeps at most 36
@@ -22,6 +25,7 @@ import (
 
 var dataRefRE = regexp.MustCompile(`^(?:data|azureml):([A-Za-z0-9][A-Za-z0-9._-]*):([A-Za-z0-9][A-Za-z0-9._-]*)$`)
 var azuremlDataRE = regexp.MustCompile(`^azureml://.*/data/([A-Za-z0-9][A-Za-z0-9._-]*)/versions/([A-Za-z0-9][A-Za-z0-9._-]*)$`)
+var apiDataRE = regexp.MustCompile(`/api/v1/workspaces/([^/]+)/data/([A-Za-z0-9][A-Za-z0-9._-]*)/versions/([A-Za-z0-9][A-Za-z0-9._-]*)(?:[/?#]|$)`)
 var hexPrefixRE = regexp.MustCompile(`^[0-9a-f]{8,64}$`)
 
 // sourceStrings are the string values at the top of a dataset source's
@@ -56,6 +60,9 @@ func (s *Service) dataVersionOf(ctx context.Context, sc tracking.Scope, d tracki
 		m := dataRefRE.FindStringSubmatch(str)
 		if m == nil {
 			m = azuremlDataRE.FindStringSubmatch(str)
+		}
+		if a := apiDataRE.FindStringSubmatch(str); m == nil && a != nil && a[1] == sc.Workspace {
+			m = a[1:]
 		}
 		if m != nil {
 			v, err := s.GetDataVersion(ctx, sc, m[1], m[2])

@@ -412,9 +412,19 @@ func TestDataLineageChain(t *testing.T) {
 		prefix := strings.TrimPrefix(up.Version.Digest, "sha256:")[:16]
 		e.must(200, "POST", ml+"runs/log-inputs", e.admin, map[string]any{"run_id": run2ID, "datasets": []map[string]any{{
 			"dataset": map[string]string{"name": "transactions", "digest": prefix, "source_type": "local", "source": `{"uri": "/home/me/transactions"}`}}}})
+		// As mlflow.data.from_pandas(df, source="<Plinth URL of the
+		// version>") logs it (MLflow's HTTP dataset source).
+		run3 := e.must(200, "POST", ml+"runs/create", e.admin, map[string]any{"experiment_id": "0"})
+		run3ID := run3.body["run"].(map[string]any)["info"].(map[string]any)["run_id"].(string)
+		e.must(200, "POST", ml+"runs/log-inputs", e.admin, map[string]any{"run_id": run3ID, "datasets": []map[string]any{{
+			"dataset": map[string]string{"name": "dataset", "digest": "77aa", "source_type": "http",
+				"source": `{"url": "` + e.url + `/api/v1/workspaces/default/data/transactions/versions/1/download?path=train.csv"}`}}}})
 		down = e.must(200, "GET", "/api/v1/workspaces/default/lineage?node=data:transactions:1&direction=down&depth=1", e.admin, nil)
 		if !edgeIn(down.body, "data:transactions:1", "run:"+run2ID, "input") {
 			t.Fatalf("digest-named dataset not linked: %s", down.raw)
+		}
+		if !edgeIn(down.body, "data:transactions:1", "run:"+run3ID, "input") {
+			t.Fatalf("dataset named by the version's URL not linked: %s", down.raw)
 		}
 	})
 }
