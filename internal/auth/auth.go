@@ -236,6 +236,7 @@ type APIKey struct {
 	Prefix     string     `json:"prefix"`
 	Principal  string     `json:"principal"`
 	Workspace  string     `json:"workspace,omitempty"`
+	RunID      string     `json:"run_id,omitempty"` // set on run tokens (CreateRunToken)
 	CreatedBy  string     `json:"created_by"`
 	CreatedAt  time.Time  `json:"created_at"`
 	ExpiresAt  *time.Time `json:"expires_at,omitempty"`
@@ -282,6 +283,9 @@ type CreateKeyInput struct {
 	Workspace string `json:"workspace"`
 	// ExpiresAt is when the key stops working; nil means never.
 	ExpiresAt *time.Time `json:"expires_at"`
+	// RunID limits the key to one MLflow run. Only CreateRunToken sets
+	// it; it is not part of the API's request body.
+	RunID string `json:"-"`
 }
 
 // CreateKey makes a key and returns its record and its secret, which is
@@ -289,6 +293,10 @@ type CreateKeyInput struct {
 func (s *Service) CreateKey(ctx context.Context, caller *Identity, in CreateKeyInput) (APIKey, string, error) {
 	if !keyNameRE.MatchString(in.Name) {
 		return APIKey{}, "", fault.InvalidField("name", "%q is not a valid key name (1-64 characters: letters, digits, '.', '_', '-')", truncate(in.Name))
+	}
+	if caller.RunID != "" {
+		// A run's token must not mint a key that outlives or outreaches it.
+		return APIKey{}, "", fault.New(fault.PermissionDenied, "a key limited to run %s cannot create keys", caller.RunID)
 	}
 	if in.Principal == "" {
 		in.Principal = caller.Principal
@@ -338,16 +346,16 @@ func (s *Service) insertKey(ctx context.Context, tx store.Querier, in CreateKeyI
 		wsID = wid
 	}
 	key := APIKey{ID: id.New(), Name: in.Name, Prefix: displayPrefix(secret), Principal: owner.Name, Workspace: in.Workspace,
-		CreatedBy: createdBy, CreatedAt: now, ExpiresAt: in.ExpiresAt}
+		RunID: in.RunID, CreatedBy: createdBy, CreatedAt: now, ExpiresAt: in.ExpiresAt}
 	var expires any
 	if in.ExpiresAt != nil {
 		t := in.ExpiresAt.UTC().Truncate(time.Millisecond)
 		key.ExpiresAt = &t
 		expires = t.UnixMilli()
 	}
-	_, err = tx.ExecContext(ctx, `INSERT INTO api_keys (id, principal_id, name, prefix, hash, workspace, workspace_id, created_by, created_at, expires_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		key.ID, owner.ID, key.Name, key.Prefix, hashKey(secret), in.Workspace, wsID, createdBy, now.UnixMilli(), expires)
+	_, err = tx.ExecContext(ctx, `INSERT INTO api_keys (id, principal_id, name, prefix, hash, workspace, workspace_id, run_id, created_by, created_at, expires_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		key.ID, owner.ID, key.Name, key.Prefix, hashKey(secret), in.Workspace, wsID, in.RunID, createdBy, now.UnixMilli(), expires)
 	if store.IsUniqueViolation(err) {
 		return APIKey{}, fault.New(fault.AlreadyExists, "principal %q already has a live key named %q", owner.Name, in.Name)
 	}
@@ -357,13 +365,13 @@ func (s *Service) insertKey(ctx context.Context, tx store.Querier, in CreateKeyI
 	return key, nil
 }
 
-const keyColumns = `k.id, k.name, k.prefix, p.name, k.workspace, k.created_by, k.created_at, k.expires_at, k.last_used_at, k.revoked_at`
+const keyColumns = `k.id, k.name, k.prefix, p.name, k.workspace, k.run_id, k.created_by, k.created_at, k.expires_at, k.last_used_at, k.revoked_at`
 
 func scanKey(row interface{ Scan(...any) error }) (APIKey, error) {
 	var k APIKey
 	var created int64
 	var expires, used, revoked sql.NullInt64
-	if err := row.Scan(&k.ID, &k.Name, &k.Prefix, &k.Principal, &k.Workspace, &k.CreatedBy, &created, &expires, &used, &revoked); err != nil {
+	if err := row.Scan(&k.ID, &k.Name, &k.Prefix, &k.Principal, &k.Workspace, &k.RunID, &k.CreatedBy, &created, &expires, &used, &revoked); err != nil {
 		return k, err
 	}
 	k.CreatedAt = time.UnixMilli(created).UTC()
@@ -468,9 +476,9 @@ func (s *Service) Authenticate(ctx context.Context, secret string) (*Identity, e
 	q := s.db.Read()
 	var ident Identity
 	var expires, revoked sql.NullInt64
-	err := q.QueryRowContext(ctx, `SELECT k.id, k.workspace, k.expires_at, k.revoked_at, p.id, p.name, p.kind
+	err := q.QueryRowContext(ctx, `SELECT k.id, k.workspace, k.run_id, k.expires_at, k.revoked_at, p.id, p.name, p.kind
 		FROM api_keys k JOIN principals p ON p.id = k.principal_id WHERE k.hash = ?`, hash).
-		Scan(&ident.KeyID, &ident.KeyWorkspace, &expires, &revoked, &ident.PrincipalID, &ident.Principal, &ident.Kind)
+		Scan(&ident.KeyID, &ident.KeyWorkspace, &ident.RunID, &expires, &revoked, &ident.PrincipalID, &ident.Principal, &ident.Kind)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fault.New(fault.Unauthenticated, "API key is not valid")
 	}

@@ -41,6 +41,7 @@ const (
 	EndpointsWrite  Permission = "endpoints.write"
 	EndpointsInvoke Permission = "endpoints.invoke"
 	UsageRead       Permission = "usage.read"
+	QuotasWrite     Permission = "quotas.write"
 
 	// Authenticated is not granted by roles: every authenticated caller
 	// has it. It guards self-service routes (whoami, one's own keys).
@@ -85,6 +86,7 @@ var Permissions = []PermissionInfo{
 	{EndpointsWrite, false, "create and change endpoints and deployments, traffic, keys"},
 	{EndpointsInvoke, false, "call endpoints and models through the gateway"},
 	{UsageRead, false, "read usage and cost reports"},
+	{QuotasWrite, false, "set the workspace's compute quotas"},
 }
 
 // Role is a named set of permissions.
@@ -122,7 +124,7 @@ var roleGrants = func() map[Role]map[Permission]bool {
 	}
 	grants := map[Role][]Permission{
 		Owner:       all,
-		Contributor: without(PrincipalsWrite, KeysManage, RolesWrite, AuditRead, RegistryPromote),
+		Contributor: without(PrincipalsWrite, KeysManage, RolesWrite, AuditRead, RegistryPromote, QuotasWrite),
 		DataScientist: {
 			PrincipalsRead, WorkspaceRead, RolesRead, TrackingRead, TrackingWrite, RegistryRead, RegistryWrite, DataRead, DataWrite,
 			JobsRead, JobsWrite, ComputeRead, ComputeOperate, EndpointsRead, EndpointsInvoke, UsageRead,
@@ -190,7 +192,11 @@ type Identity struct {
 	// KeyWorkspace, when set, limits this key to one workspace: it grants
 	// nothing at platform scope and nothing in other workspaces.
 	KeyWorkspace string
-	Grants       []Grant
+	// RunID, when set, limits this key to one MLflow run (a run token):
+	// it grants at most RunTokenPermissions, in KeyWorkspace only, and
+	// the MLflow layer lets it write only to this run.
+	RunID  string
+	Grants []Grant
 }
 
 // Can is Plinth's one authorisation decision: may this identity do p in
@@ -208,6 +214,11 @@ func (id *Identity) Can(p Permission, ws string) bool {
 		return false
 	}
 	if id.KeyWorkspace != "" && (ws == "" || ws != id.KeyWorkspace) {
+		return false
+	}
+	if id.RunID != "" && (id.KeyWorkspace == "" || !runTokenAllows[p]) {
+		// A run token: the intersection of its owner's grants and
+		// RunTokenPermissions (and never without its workspace).
 		return false
 	}
 	for _, g := range id.Grants {

@@ -7,6 +7,9 @@ func TestCan(t *testing.T) {
 	platformOwner := &Identity{Principal: "o", Grants: []Grant{{Owner, ""}}}
 	scopedOwner := &Identity{Principal: "o", KeyWorkspace: "a", Grants: []Grant{{Owner, ""}}}
 	mixed := &Identity{Principal: "m", Grants: []Grant{{Reader, ""}, {Contributor, "b"}}}
+	runOwner := &Identity{Principal: "o", KeyWorkspace: "a", RunID: "r1", Grants: []Grant{{Owner, ""}}}
+	runReader := &Identity{Principal: "r", KeyWorkspace: "a", RunID: "r1", Grants: []Grant{{Reader, "a"}}}
+	runUnscoped := &Identity{Principal: "o", RunID: "r1", Grants: []Grant{{Owner, ""}}}
 	var anonymous *Identity
 	tests := []struct {
 		name string
@@ -28,6 +31,20 @@ func TestCan(t *testing.T) {
 		{"roles add up", mixed, WorkspaceUpdate, "b", true},
 		{"platform reader cannot update elsewhere", mixed, WorkspaceUpdate, "c", false},
 		{"anyone authenticated", reader, Authenticated, "", true},
+		{"run token logs to its workspace", runOwner, TrackingWrite, "a", true},
+		{"run token reads models", runOwner, RegistryRead, "a", true},
+		{"run token reads data", runOwner, DataRead, "a", true},
+		{"run token cannot register models", runOwner, RegistryWrite, "a", false},
+		{"run token cannot write data", runOwner, DataWrite, "a", false},
+		{"run token cannot read the workspace", runOwner, WorkspaceRead, "a", false},
+		{"run token cannot read audit", runOwner, AuditRead, "a", false},
+		{"run token cannot submit jobs", runOwner, JobsWrite, "a", false},
+		{"run token nothing at platform scope", runOwner, PrincipalsRead, "", false},
+		{"run token nothing elsewhere", runOwner, TrackingRead, "b", false},
+		{"run token is an intersection", runReader, TrackingWrite, "a", false},
+		{"run token of a reader reads", runReader, TrackingRead, "a", true},
+		{"run token without a workspace grants nothing", runUnscoped, TrackingRead, "a", false},
+		{"run token is authenticated", runOwner, Authenticated, "", true},
 		{"anonymous only public", anonymous, Authenticated, "", false},
 		{"anonymous public", anonymous, Public, "", true},
 	}

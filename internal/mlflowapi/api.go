@@ -100,7 +100,7 @@ func (a *API) guard(w http.ResponseWriter, r *http.Request, ws string, perm auth
 		Source: api.SourceAddr(r), RequestID: observe.RequestID(r.Context())})
 	r = r.WithContext(ctx)
 	if !caller.Can(perm, ws) {
-		writeError(w, r, a.Log, fault.New(fault.PermissionDenied, "Permission denied: %s may not do this in workspace '%s' (needs %s)", caller.Principal, ws, perm))
+		writeError(w, r, a.Log, fault.New(fault.PermissionDenied, "%s", deniedMessage(caller, ws, perm)))
 		return r, caller, false
 	}
 	return r, caller, true
@@ -140,6 +140,9 @@ func (a *API) wrap(ep endpoint) http.Handler {
 			return
 		}
 		body, err := readBody(w, r)
+		if err == nil {
+			err = runLimit(r, ep, body, caller)
+		}
 		if err == nil {
 			var sc tracking.Scope
 			sc, err = a.scope(r.Context(), ws)

@@ -96,14 +96,27 @@ func inWorkspace(key, what string) error {
 	return nil
 }
 
-// authorize runs the guard for a call on an artifact in ws. A refused
-// write leaves an audit record, as refused tracking writes do.
+// authorize runs the guard for a call on an artifact in ws, and keeps a
+// run token's writes inside its run's artifacts. A refused write leaves
+// an audit record, as refused tracking writes do.
 func (a *API) authorize(w http.ResponseWriter, r *http.Request, ws string, perm auth.Permission, action, key string) (*http.Request, bool) {
-	r, _, ok := a.guard(w, r, ws, perm)
-	if !ok && action != "" && audit.CallerFrom(r.Context()).Principal != "" {
-		a.auditArtifact(r, action, ws, key, fault.New(fault.PermissionDenied, "permission denied"), nil)
+	r, caller, ok := a.guard(w, r, ws, perm)
+	if !ok {
+		if action != "" && audit.CallerFrom(r.Context()).Principal != "" {
+			a.auditArtifact(r, action, ws, key, fault.New(fault.PermissionDenied, "permission denied"), nil)
+		}
+		return r, false
 	}
-	return r, ok
+	if perm != auth.TrackingRead {
+		if err := a.runArtifactLimit(r, caller, ws, key); err != nil {
+			if action != "" {
+				a.auditArtifact(r, action, ws, key, err, nil)
+			}
+			writeError(w, r, a.Log, err)
+			return r, false
+		}
+	}
+	return r, true
 }
 
 // auditArtifact records a change to an artifact (err nil) or its failure.

@@ -223,6 +223,12 @@ func activeRun(ri RunInfo) error {
 	return nil
 }
 
+// GetRunInfo returns a run's info without its metrics, params, tags and
+// inputs.
+func (s *Service) GetRunInfo(ctx context.Context, sc Scope, runID string) (RunInfo, error) {
+	return s.runInfo(ctx, s.db.Read(), sc, runID, false)
+}
+
 // GetRun returns a run with its latest metrics, params, tags and inputs.
 func (s *Service) GetRun(ctx context.Context, sc Scope, runID string) (Run, error) {
 	q := s.db.Read()
@@ -1078,4 +1084,21 @@ func sampleSteps(start, end int64, max int, steps []int64) map[int64]bool {
 	}
 	out[steps[hi-1]] = true
 	return out
+}
+
+// SetSystemTags sets tags Plinth itself writes on a run (the reserved
+// plinth.* tags clients may not set), such as a job's usage and cost.
+func (s *Service) SetSystemTags(ctx context.Context, sc Scope, runID string, tags map[string]string) error {
+	return s.db.Tx(ctx, func(tx store.Querier) error {
+		if _, err := s.runInfo(ctx, tx, sc, runID, true); err != nil {
+			return err
+		}
+		for k, v := range tags {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO tags (run_uuid, key, value) VALUES (?, ?, ?) ON CONFLICT (run_uuid, key) DO UPDATE SET value = excluded.value`,
+				runID, k, v); err != nil {
+				return fmt.Errorf("tagging run: %w", err)
+			}
+		}
+		return nil
+	})
 }
