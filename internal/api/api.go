@@ -20,7 +20,9 @@ import (
 
 	"github.com/plinth-dev/plinth/internal/audit"
 	"github.com/plinth-dev/plinth/internal/auth"
+	"github.com/plinth-dev/plinth/internal/compute"
 	"github.com/plinth-dev/plinth/internal/fault"
+	"github.com/plinth-dev/plinth/internal/jobs"
 	"github.com/plinth-dev/plinth/internal/observe"
 	"github.com/plinth-dev/plinth/internal/registry"
 	"github.com/plinth-dev/plinth/internal/workspace"
@@ -47,6 +49,11 @@ type Route struct {
 	Scoped bool
 	// Action names the change for the audit log; empty for reads.
 	Action string
+	// RunToken lets a key limited to one MLflow run (auth.CreateRunToken)
+	// call a route that needs only authentication. Such keys are refused
+	// every other self-service route (they must not list or mint keys);
+	// on the rest they get what Identity.Can allows them.
+	RunToken bool
 	// Status is the success status; 0 means 200.
 	Status int
 	// MaxBody bounds the request body; 0 means MaxBodyBytes.
@@ -60,6 +67,8 @@ type API struct {
 	Auth       *auth.Service
 	Workspaces *workspace.Service
 	Registry   *registry.Service
+	Compute    *compute.Service
+	Jobs       *jobs.Service
 	Audit      *audit.Log
 	Log        *slog.Logger
 	// OpenAPI is the served document, already encoded as JSON.
@@ -162,8 +171,7 @@ func (a *API) wrap(rt Route) http.Handler {
 		}
 		// The decision looks only at the caller's grants, never at whether
 		// the workspace exists, so a 403 says nothing about existence.
-		if !caller.Can(rt.Permission, ws) {
-			err := fault.New(fault.PermissionDenied, "%s may not %s at %s (needs %s)", caller.Principal, describe(rt), auth.ScopeName(ws), rt.Permission)
+		if err := refusal(rt, caller, ws); err != nil {
 			a.recordFailure(ctx, rt, r, ws, err)
 			writeError(w, r, a.Log, err)
 			return
@@ -188,6 +196,26 @@ func (a *API) wrap(rt Route) http.Handler {
 		}
 		writeJSON(w, status, out)
 	})
+}
+
+// refusal is why caller may not call rt in workspace ws ("" for platform
+// scope), or nil when it may.
+func refusal(rt Route, caller *auth.Identity, ws string) error {
+	if caller != nil && caller.RunID != "" {
+		// A run token: Can grants it at most the run-token permissions;
+		// of the self-service routes it may call only those marked.
+		if rt.Permission == auth.Authenticated && !rt.RunToken {
+			return fault.New(fault.PermissionDenied, "a key limited to run %s may not %s", caller.RunID, describe(rt))
+		}
+		if !caller.Can(rt.Permission, ws) {
+			return fault.New(fault.PermissionDenied, "a key limited to run %s may not %s at %s (needs %s)", caller.RunID, describe(rt), auth.ScopeName(ws), rt.Permission)
+		}
+		return nil
+	}
+	if !caller.Can(rt.Permission, ws) {
+		return fault.New(fault.PermissionDenied, "%s may not %s at %s (needs %s)", caller.Principal, describe(rt), auth.ScopeName(ws), rt.Permission)
+	}
+	return nil
 }
 
 // responder is a handler's answer that writes itself (a file download)

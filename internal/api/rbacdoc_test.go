@@ -67,14 +67,37 @@ func renderRBAC(routes []Route) string {
 		}
 		b.WriteString(p.Description + " |\n")
 	}
+	b.WriteString("\n## Run tokens\n\nA run token (the `MLFLOW_TRACKING_TOKEN` of a batch job's training script, made by\n" +
+		"`auth.CreateRunToken`) is an API key that belongs to the job's submitter and is limited to one\n" +
+		"workspace and one MLflow run. Whatever roles its owner holds, it is granted at most\n")
+	for i, p := range auth.RunTokenPermissions {
+		switch {
+		case i == len(auth.RunTokenPermissions)-1:
+			b.WriteString(" and ")
+		case i > 0:
+			b.WriteString(", ")
+		}
+		b.WriteString("`" + string(p) + "`")
+	}
+	b.WriteString("\nin its workspace (the intersection of these and its owner's permissions), and nothing at\n" +
+		"platform scope or in other workspaces. On the MLflow routes it reads what those allow, but every\n" +
+		"write must target its own run: the logging calls, `runs/update` and the run tag calls must name it\n" +
+		"in `run_id`, and artifact uploads, deletes and multipart uploads must lie under its artifact root.\n" +
+		"Creating experiments or runs, deleting or restoring runs, experiment changes and registry changes\n" +
+		"are refused with 403 `PERMISSION_DENIED` naming the run (and audited like any refused write).\n" +
+		"Under `/api/v1` it may call only the self-service routes marked so below (never the key routes)\n" +
+		"and the reads its permissions allow. It expires after its TTL and is revoked when the job ends;\n" +
+		"what it writes is audited under its owner and its key id.\n")
 	b.WriteString("\n## Routes and the permission each needs\n\n| method | path | permission | checked at |\n|---|---|---|---|\n")
 	for _, rt := range routes {
 		where := "platform"
 		switch {
 		case rt.Permission == auth.Public:
 			where = "-"
+		case rt.Permission == auth.Authenticated && rt.RunToken:
+			where = "any authenticated caller, run tokens included"
 		case rt.Permission == auth.Authenticated:
-			where = "any authenticated caller"
+			where = "any authenticated caller but a run token"
 		case rt.Scoped:
 			where = "workspace `{ws}`"
 		}

@@ -18,7 +18,7 @@ import (
 func (a *API) Routes() []Route {
 	return append([]Route{
 		{Method: "GET", Path: "/api/v1/openapi.json", Permission: auth.Public, Summary: "The OpenAPI 3 document of this API", Handle: a.openapi},
-		{Method: "GET", Path: "/api/v1/whoami", Permission: auth.Authenticated, Summary: "The calling principal, key and roles", Handle: a.whoami},
+		{Method: "GET", Path: "/api/v1/whoami", Permission: auth.Authenticated, RunToken: true, Summary: "The calling principal, key and roles", Handle: a.whoami},
 		{Method: "GET", Path: "/api/v1/roles", Permission: auth.Authenticated, Summary: "Built-in roles and their permissions", Handle: a.roles},
 		{Method: "GET", Path: "/api/v1/regions", Permission: auth.Authenticated, Summary: "Region names a workspace may use", Handle: a.regions},
 
@@ -50,7 +50,7 @@ func (a *API) Routes() []Route {
 
 		{Method: "GET", Path: "/api/v1/workspaces/{ws}/lineage", Permission: auth.DataRead, Scoped: true, Summary: "The lineage graph around a data version, dataset, run or model version", Handle: a.lineage},
 		{Method: "GET", Path: "/api/v1/workspaces/{ws}/models/{name}/versions/{version}/trace", Permission: auth.RegistryRead, Scoped: true, Summary: "A model version's traceability record", Handle: a.traceVersion},
-	}, a.dataRoutes()...)
+	}, append(a.dataRoutes(), a.jobRoutes()...)...)
 }
 
 func (a *API) openapi(r *http.Request, _ *auth.Identity) (any, error) {
@@ -68,6 +68,7 @@ type WhoAmI struct {
 	Kind         string      `json:"kind"`
 	KeyID        string      `json:"key_id"`
 	KeyWorkspace string      `json:"key_workspace,omitempty"`
+	KeyRunID     string      `json:"key_run_id,omitempty"`
 	Grants       []GrantView `json:"grants"`
 }
 
@@ -78,7 +79,7 @@ type GrantView struct {
 }
 
 func (a *API) whoami(r *http.Request, c *auth.Identity) (any, error) {
-	out := WhoAmI{Principal: c.Principal, Kind: c.Kind, KeyID: c.KeyID, KeyWorkspace: c.KeyWorkspace, Grants: []GrantView{}}
+	out := WhoAmI{Principal: c.Principal, Kind: c.Kind, KeyID: c.KeyID, KeyWorkspace: c.KeyWorkspace, KeyRunID: c.RunID, Grants: []GrantView{}}
 	for _, g := range c.Grants {
 		out.Grants = append(out.Grants, GrantView{Role: g.Role, Scope: auth.ScopeName(g.Workspace)})
 	}

@@ -48,6 +48,7 @@ running server (see 'plinth login').`,
 		newUpCmd(g), newServerCmd(g), newVersionCmd(g), newLoginCmd(g), newWhoamiCmd(g),
 		newWorkspaceCmd(g), newKeyCmd(g), newRoleCmd(g), newPrincipalCmd(g), newAuditCmd(g),
 		newExperimentCmd(g), newRunCmd(g), newModelCmd(g), newLineageCmd(g), newDataCmd(g),
+		newSKUCmd(g), newComputeCmd(g), newJobCmd(g), newQuotaCmd(g), newCostCmd(g),
 	)
 	return root
 }

@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -488,14 +487,7 @@ func TestDataUploadRegion(t *testing.T) {
 		!strings.Contains(err.Error(), `artifacts region "atlantis" is not a known region`) {
 		t.Fatalf("unknown artifacts region: %v", err)
 	}
-	cfg := server.Config{DataDir: t.TempDir(), BootstrapKey: adminKey, ArtifactsRegion: "westeurope"}
-	srv, err := server.New(context.Background(), cfg, discardLog())
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := httptest.NewServer(srv.Handler())
-	defer func() { hs.Close(); srv.Close() }()
-	e := &env{t: t, srv: srv, url: hs.URL, admin: adminKey, dataDir: cfg.DataDir}
+	e := startWith(t, server.Config{DataDir: t.TempDir(), BootstrapKey: adminKey, ArtifactsRegion: "westeurope"})
 	e.must(201, "POST", "/api/v1/workspaces", e.admin, map[string]any{"name": "us-team", "region": "eastus"})
 	e.must(201, "POST", "/api/v1/workspaces", e.admin, map[string]any{"name": "eu-team", "region": "northeurope", "allowed_regions": []string{"northeurope", "westeurope"}})
 	files := []map[string]any{{"path": "a.csv", "size": 1}}

@@ -34,12 +34,28 @@ func start(t testing.TB, d store.Dialect) *env {
 	if d == store.Postgres {
 		cfg.Database = storetest.PostgresURL(t)
 	}
+	return startWith(t, cfg)
+}
+
+// startWith runs a server with cfg over real HTTP, its job scheduler
+// included.
+func startWith(t testing.TB, cfg server.Config) *env {
+	t.Helper()
 	srv, err := server.New(context.Background(), cfg, discardLog())
 	if err != nil {
 		t.Fatalf("starting server: %v", err)
 	}
 	hs := httptest.NewServer(srv.Handler())
+	srv.Jobs.SetTrackingURL(hs.URL)
+	ctx, cancel := context.WithCancel(context.Background())
+	scheduled := make(chan struct{})
+	go func() {
+		defer close(scheduled)
+		srv.Jobs.Run(ctx)
+	}()
 	t.Cleanup(func() {
+		cancel()
+		<-scheduled
 		hs.Close()
 		srv.Close()
 	})

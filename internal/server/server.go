@@ -27,6 +27,10 @@ import (
 	"github.com/plinth-dev/plinth/internal/audit"
 	"github.com/plinth-dev/plinth/internal/auth"
 	"github.com/plinth-dev/plinth/internal/buildinfo"
+	"github.com/plinth-dev/plinth/internal/compute"
+	"github.com/plinth-dev/plinth/internal/executor"
+	"github.com/plinth-dev/plinth/internal/executor/local"
+	"github.com/plinth-dev/plinth/internal/jobs"
 	"github.com/plinth-dev/plinth/internal/mlflowapi"
 	"github.com/plinth-dev/plinth/internal/observe"
 	"github.com/plinth-dev/plinth/internal/registry"
@@ -58,6 +62,9 @@ type Config struct {
 	// TLSCert and TLSKey serve HTTPS when both are set.
 	TLSCert string `json:"tls_cert"`
 	TLSKey  string `json:"tls_key"`
+	// SKUFile overrides or extends the SKU catalogue (YAML); empty means
+	// this machine's local SKUs and the built-in cloud list.
+	SKUFile string `json:"sku_file"`
 	// DebugAddr, when set, serves Go's pprof profiles on a separate
 	// listener (keep it on loopback).
 	DebugAddr string `json:"debug_addr"`
@@ -106,6 +113,9 @@ type Server struct {
 	Audit      *audit.Log
 	Tracking   *tracking.Service
 	Registry   *registry.Service
+	Compute    *compute.Service
+	Jobs       *jobs.Service
+	Executor   executor.Executor
 	Artifacts  *artifact.Store
 	API        *api.API
 	MLflow     *mlflowapi.API
@@ -186,12 +196,33 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	}
 	s.Registry.UseArtifacts(s.Artifacts, cfg.ArtifactsRegion)
 
+	skus, err := compute.LoadCatalogue(cfg.SKUFile, nil)
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("SKU catalogue: %w", err)
+	}
+	for _, w := range skus.Warnings() {
+		log.Warn("SKU catalogue", "note", w)
+	}
+	s.Compute = compute.NewService(db, s.Audit, skus, nil)
+	s.Workspaces.AddHolder(s.Compute)
+	if s.Executor, err = local.New(ctx, filepath.Join(cfg.DataDir, "executor"), local.WithLogger(log)); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("starting the local executor: %w", err)
+	}
+	if caps := s.Executor.Capabilities(); !caps.CgroupLimits {
+		log.Info("job CPU and memory limits are not enforced by cgroups", "reason", caps.CgroupReason)
+	}
+	s.Jobs = jobs.NewService(jobs.Deps{DB: db, Audit: s.Audit, Tracking: s.Tracking, Registry: s.Registry, Compute: s.Compute, Tokens: s.Auth,
+		Artifacts: s.Artifacts, Executor: s.Executor, WorkDir: filepath.Join(cfg.DataDir, "jobs"), Log: log})
+	s.Workspaces.AddHolder(s.Jobs)
+
 	doc, err := api.OpenAPIJSON()
 	if err != nil {
 		db.Close()
 		return nil, err
 	}
-	s.API = &api.API{Auth: s.Auth, Workspaces: s.Workspaces, Registry: s.Registry, Audit: s.Audit, Log: log, OpenAPI: doc}
+	s.API = &api.API{Auth: s.Auth, Workspaces: s.Workspaces, Registry: s.Registry, Compute: s.Compute, Jobs: s.Jobs, Audit: s.Audit, Log: log, OpenAPI: doc}
 	// A deleted workspace's artifact files go too: a new workspace of the
 	// same name must not find them.
 	s.Workspaces.OnDeleted(func(ctx context.Context, w workspace.Workspace) {
@@ -287,6 +318,17 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		s.log.Info("serving pprof profiles", "addr", s.cfg.DebugAddr)
 	}
 	go s.pruneUploads(ctx)
+	scheme := "http"
+	if s.cfg.TLSCert != "" {
+		scheme = "https"
+	}
+	s.Jobs.SetTrackingURL(scheme + "://" + ln.Addr().String())
+	jobsDone := make(chan struct{})
+	go func() {
+		defer close(jobsDone)
+		s.Jobs.Run(ctx)
+	}()
+	defer func() { <-jobsDone }()
 	errc := make(chan error, 1)
 	go func() {
 		if s.cfg.TLSCert != "" || s.cfg.TLSKey != "" {

@@ -1,0 +1,423 @@
+package jobs
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/plinth-dev/plinth/internal/compute"
+	"github.com/plinth-dev/plinth/internal/executor"
+	"github.com/plinth-dev/plinth/internal/fault"
+	"github.com/plinth-dev/plinth/internal/registry"
+	"github.com/plinth-dev/plinth/internal/tracking"
+)
+
+// An attempt of a job, from its nodes being given to it to its end:
+// prepare (code, inputs, output folders, a run token), start one process
+// per node through the executor, wait (bounded by the job's timeout,
+// stopped on cancel), then finalize (logs and outputs into the run's
+// artifacts, outputs registered as data, usage and cost on the run, the
+// run's status) or queue a retry.
+
+// launch watches a job's attempt in a goroutine of its own.
+func (s *Service) launch(j Job) {
+	s.mu.Lock()
+	base := s.base
+	if _, dup := s.running[j.ID]; dup || base == nil {
+		s.mu.Unlock()
+		return
+	}
+	ctx, cancel := context.WithCancel(base)
+	s.running[j.ID] = cancel
+	s.wg.Add(1)
+	s.mu.Unlock()
+	go func() {
+		defer s.wg.Done()
+		defer func() {
+			s.mu.Lock()
+			delete(s.running, j.ID)
+			s.mu.Unlock()
+			cancel()
+		}()
+		s.attempt(ctx, j)
+	}()
+}
+
+// attemptID names one node's process of one attempt.
+func attemptID(jobID string, attempt, node int) string {
+	return fmt.Sprintf("%s-a%d-n%d", jobID, attempt, node)
+}
+
+func (s *Service) jobDir(j Job) string {
+	return filepath.Join(s.WorkDir, j.ID, "attempt-"+strconv.Itoa(j.Attempt))
+}
+
+func (s *Service) scopes(j Job) (compute.Scope, tracking.Scope) {
+	return compute.Scope{WorkspaceID: j.workspaceID, Workspace: j.Workspace, Team: j.Team},
+		tracking.Scope{WorkspaceID: j.workspaceID, Workspace: j.Workspace}
+}
+
+// attempt runs (or, after a restart, goes on watching) one attempt.
+func (s *Service) attempt(ctx context.Context, j Job) {
+	shutdown := func() bool { return s.baseDone() }
+	if j.Status == StatusPreparing && len(j.handles) == 0 {
+		// Work started before a crash could persist its handle is found
+		// by the id it was started with.
+		for i := range j.Nodes {
+			if h, err := s.Executor.Find(ctx, attemptID(j.ID, j.Attempt, i)); err == nil {
+				j.handles = append(j.handles, h)
+			}
+		}
+		if len(j.handles) != len(j.Nodes) {
+			for _, h := range j.handles {
+				_ = s.Executor.Stop(context.WithoutCancel(ctx), h, 0)
+			}
+			j.handles = nil
+			if err := s.start(ctx, &j); err != nil {
+				if shutdown() {
+					return
+				}
+				s.finish(context.WithoutCancel(ctx), j, nil, outcome{failed: true, reason: "could not start: " + errorMessage(err)})
+				return
+			}
+		}
+	}
+	statuses, out := s.wait(ctx, j)
+	if shutdown() && !out.decided() {
+		return
+	}
+	s.finish(context.WithoutCancel(ctx), j, statuses, out)
+}
+
+func (s *Service) baseDone() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.base == nil || s.base.Err() != nil
+}
+
+// start prepares the attempt and starts its processes.
+func (s *Service) start(ctx context.Context, j *Job) error {
+	dir := s.jobDir(*j)
+	if err := os.RemoveAll(dir); err != nil {
+		return err
+	}
+	codeDir := filepath.Join(dir, "code")
+	for _, d := range []string{codeDir, filepath.Join(dir, "inputs"), filepath.Join(dir, "outputs")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return err
+		}
+	}
+	if j.CodeDigest != "" {
+		if err := s.extractCode(ctx, j.Workspace, j.CodeDigest, codeDir); err != nil {
+			return err
+		}
+	}
+	_, tsc := s.scopes(*j)
+	inputs := map[string]string{}
+	for name, in := range j.Spec.Inputs {
+		if in.IsLiteral() {
+			if in.Value != nil {
+				inputs[name] = *in.Value
+			}
+			continue
+		}
+		if in.Path == "" {
+			continue
+		}
+		p, err := s.fetchInput(ctx, tsc, name, in, filepath.Join(dir, "inputs", name))
+		if err != nil {
+			return fault.Wrap(fault.Invalid, err, "input %s (%s): %v", name, clip(in.Path), errorMessage(err))
+		}
+		inputs[name] = p
+	}
+	outputs := map[string]string{}
+	for name, o := range j.Spec.Outputs {
+		p := filepath.Join(dir, "outputs", name)
+		if o.Type == TypeURIFile {
+			if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+				return err
+			}
+		} else if err := os.MkdirAll(p, 0o755); err != nil {
+			return err
+		}
+		outputs[name] = p
+	}
+	command, err := j.Spec.Render(inputs, outputs)
+	if err != nil {
+		return err
+	}
+	ttl := 24 * time.Hour
+	if j.TimeoutSeconds > 0 {
+		ttl = time.Duration(j.TimeoutSeconds)*time.Second + time.Hour
+	}
+	token, _, err := s.Tokens.CreateRunToken(ctx, j.SubmittedBy, j.Workspace, j.ID, ttl)
+	if err != nil {
+		return fmt.Errorf("issuing the run's token: %w", err)
+	}
+	sku, _ := s.Compute.SKUs().Lookup(j.InstanceType)
+	gpusByNode, err := s.nodeGPUs(ctx, j.Nodes)
+	if err != nil {
+		return err
+	}
+	env := map[string]string{}
+	for k, v := range j.Spec.EnvironmentVariables {
+		env[k] = v
+	}
+	for k, v := range map[string]string{
+		"MLFLOW_TRACKING_URI": s.trackingURI(j.Workspace), "MLFLOW_TRACKING_TOKEN": token, "MLFLOW_RUN_ID": j.ID,
+		"MLFLOW_EXPERIMENT_ID": j.ExperimentID, "PLINTH_JOB_ID": j.ID, "PLINTH_JOB_NAME": j.Name, "PLINTH_WORKSPACE": j.Workspace,
+		"PLINTH_ATTEMPT": strconv.Itoa(j.Attempt), "WORLD_SIZE": strconv.Itoa(len(j.Nodes)), "MASTER_ADDR": "127.0.0.1",
+	} {
+		env[k] = v
+	}
+	image := ""
+	if j.Spec.Environment != nil {
+		image = j.Spec.Environment.Image
+	}
+	for i := range j.Nodes {
+		node := map[string]string{"RANK": strconv.Itoa(i), "NODE_RANK": strconv.Itoa(i), "LOCAL_RANK": "0"}
+		for k, v := range env {
+			node[k] = v
+		}
+		spec := executor.Spec{ID: attemptID(j.ID, j.Attempt, i), Shell: command, Dir: codeDir, Env: node, Image: image,
+			Resources: executor.Resources{CPUs: float64(sku.VCPUs), MemoryBytes: sku.MemoryBytes, GPUs: gpusByNode[j.Nodes[i]]}}
+		h, err := s.Executor.Start(ctx, spec)
+		if err != nil {
+			for _, started := range j.handles {
+				_ = s.Executor.Stop(context.WithoutCancel(ctx), started, 0)
+			}
+			return err
+		}
+		j.handles = append(j.handles, h)
+	}
+	raw, _ := json.Marshal(j.handles)
+	if _, err := s.exec(ctx, `UPDATE jobs SET status = ?, handles = ? WHERE id = ?`, StatusRunning, string(raw), j.ID); err != nil {
+		return err
+	}
+	j.Status = StatusRunning
+	return nil
+}
+
+func (s *Service) nodeGPUs(ctx context.Context, nodes []string) (map[string][]string, error) {
+	out := map[string][]string{}
+	for _, n := range nodes {
+		var gpus string
+		if err := s.DB.Read().QueryRowContext(ctx, `SELECT gpus FROM compute_nodes WHERE id = ?`, n).Scan(&gpus); err != nil {
+			return nil, fmt.Errorf("node %s: %w", n, err)
+		}
+		if gpus != "" {
+			out[n] = strings.Split(gpus, ",")
+		}
+	}
+	return out, nil
+}
+
+// fetchInput makes a data input available at dir and returns the path the
+// command gets: a folder, or for a uri_file the file. URLs of stores
+// Plinth does not read are passed as they are.
+func (s *Service) fetchInput(ctx context.Context, sc tracking.Scope, name string, in Input, dir string) (string, error) {
+	src, err := ParseSource(in.Path)
+	if err != nil {
+		return "", err
+	}
+	if in.Mode == "direct" || src.Kind == SourceURL {
+		return in.Path, nil
+	}
+	switch src.Kind {
+	case SourceAsset:
+		v, files, err := s.Registry.DataFiles(ctx, sc, src.Asset, src.Version)
+		if err != nil {
+			return "", err
+		}
+		for _, f := range files {
+			if err := s.copyDataFile(ctx, sc, v, f, filepath.Join(dir, filepath.FromSlash(f.Path))); err != nil {
+				return "", err
+			}
+		}
+		if v.Type == registry.TypeFile && len(files) == 1 {
+			return filepath.Join(dir, filepath.FromSlash(files[0].Path)), nil
+		}
+		return dir, nil
+	case SourceRun, SourceArtifact:
+		key := strings.TrimPrefix(strings.TrimPrefix(in.Path, "mlflow-artifacts:"), "/")
+		if src.Kind == SourceRun {
+			run, err := s.Tracking.GetRun(ctx, sc, src.RunID)
+			if err != nil {
+				return "", err
+			}
+			key = strings.TrimPrefix(strings.TrimRight(run.Info.ArtifactURI, "/"), "mlflow-artifacts:/") + "/" + src.ArtifactPath
+		}
+		if ws, _, _ := strings.Cut(key, "/"); ws != sc.Workspace {
+			return "", fmt.Errorf("%s is not in workspace %s", in.Path, sc.Workspace)
+		}
+		return s.copyArtifacts(ctx, strings.TrimRight(key, "/"), dir)
+	}
+	return "", fmt.Errorf("cannot fetch %s", in.Path)
+}
+
+func (s *Service) copyDataFile(ctx context.Context, sc tracking.Scope, v registry.DataVersion, f registry.DataFile, target string) error {
+	_, r, err := s.Registry.OpenDataFile(ctx, sc, v.Name, v.Version, f.Path)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	return writeFile(target, r)
+}
+
+func writeFile(target string, r io.Reader) error {
+	if err := os.MkdirAll(filepath.Dir(target), 0o755); err != nil {
+		return err
+	}
+	out, err := os.Create(target)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, r); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}
+
+// copyArtifacts downloads the artifact at key (a file or a folder) to dir
+// and returns the path the command gets.
+func (s *Service) copyArtifacts(ctx context.Context, key, dir string) (string, error) {
+	if r, _, err := s.Artifacts.Open(ctx, key); err == nil {
+		defer r.Close()
+		target := filepath.Join(dir, path.Base(key))
+		return target, writeFile(target, r)
+	}
+	var walk func(prefix, into string) error
+	found := false
+	walk = func(prefix, into string) error {
+		entries, err := s.Artifacts.List(ctx, prefix)
+		if err != nil {
+			return err
+		}
+		for _, e := range entries {
+			if e.IsDir {
+				if err := walk(prefix+"/"+e.Path, filepath.Join(into, e.Path)); err != nil {
+					return err
+				}
+				continue
+			}
+			r, _, err := s.Artifacts.Open(ctx, prefix+"/"+e.Path)
+			if err != nil {
+				return err
+			}
+			err = writeFile(filepath.Join(into, e.Path), r)
+			r.Close()
+			if err != nil {
+				return err
+			}
+			found = true
+		}
+		return nil
+	}
+	if err := walk(key, dir); err != nil {
+		return "", err
+	}
+	if !found {
+		return "", fault.New(fault.NotFound, "no artifacts at %s", key)
+	}
+	return dir, nil
+}
+
+// outcome is how an attempt ended, beyond its processes' statuses.
+type outcome struct {
+	canceled bool
+	timedOut bool
+	failed   bool
+	reason   string
+}
+
+func (o outcome) decided() bool { return o.canceled || o.timedOut || o.failed }
+
+// wait waits for every process of the attempt, stopping them all on
+// cancel, on timeout, or when one fails (the ranks of a distributed job
+// cannot go on without it).
+func (s *Service) wait(ctx context.Context, j Job) ([]executor.Status, outcome) {
+	statuses := make([]executor.Status, len(j.handles))
+	if len(j.handles) == 0 {
+		return nil, outcome{failed: true, reason: "no processes to wait for"}
+	}
+	var out outcome
+	var outMu sync.Mutex
+	set := func(o outcome) {
+		outMu.Lock()
+		if !out.decided() {
+			out = o
+		}
+		outMu.Unlock()
+	}
+	stopAll := func() {
+		var wg sync.WaitGroup
+		for _, h := range j.handles {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				_ = s.Executor.Stop(context.Background(), h, s.StopGrace)
+			}()
+		}
+		wg.Wait()
+	}
+	waitCtx, cancelWait := context.WithCancel(context.Background())
+	defer cancelWait()
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	for i, h := range j.handles {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			st, err := s.Executor.Wait(waitCtx, h)
+			if err != nil {
+				if waitCtx.Err() != nil {
+					return
+				}
+				st = executor.Status{State: executor.StateLost, Reason: executor.ReasonNotFound, Message: err.Error()}
+			}
+			statuses[i] = st
+			if st.State == executor.StateLost || st.ExitCode != 0 {
+				set(outcome{failed: true})
+				go stopAll()
+			}
+		}()
+	}
+	go func() { wg.Wait(); close(done) }()
+	var timeout <-chan time.Time
+	if j.TimeoutSeconds > 0 {
+		started := s.Now()
+		if j.StartedAt != nil {
+			started = *j.StartedAt
+		}
+		left := time.Until(started.Add(time.Duration(j.TimeoutSeconds) * time.Second))
+		timeout = time.After(max(left, 0))
+	}
+	select {
+	case <-done:
+	case <-timeout:
+		set(outcome{timedOut: true, reason: fmt.Sprintf("timed out after %s (limits.timeout)", time.Duration(j.TimeoutSeconds)*time.Second)})
+		stopAll()
+		<-done
+	case <-ctx.Done():
+		if s.baseDone() {
+			// The control plane is stopping; the processes go on and
+			// the next one adopts them.
+			cancelWait()
+			<-done
+			return nil, outcome{}
+		}
+		set(outcome{canceled: true, reason: "canceled"})
+		stopAll()
+		<-done
+	}
+	return statuses, out
+}
