@@ -177,14 +177,30 @@ func (s *Service) Pass(ctx context.Context) error {
 	}
 	SortQueue(st.Queue)
 	freeGPUs := s.freeGPUs(heldGPUs)
-	for _, d := range Plan(st) {
-		q := byID[d.JobID]
-		if !d.Place {
-			if d.Reason != q.reason {
-				if _, err := s.exec(ctx, `UPDATE jobs SET reason = ? WHERE id = ? AND status = ?`, d.Reason, d.JobID, StatusQueued); err != nil {
+	decisions := Plan(st)
+	// Why each job waits, written in one transaction: a pass over a long
+	// queue must not cost a commit per job.
+	var changed []Decision
+	for _, d := range decisions {
+		if !d.Place && d.Reason != byID[d.JobID].reason {
+			changed = append(changed, d)
+		}
+	}
+	if len(changed) > 0 {
+		if err := s.DB.Tx(ctx, func(tx store.Querier) error {
+			for _, d := range changed {
+				if _, err := tx.ExecContext(ctx, `UPDATE jobs SET reason = ? WHERE id = ? AND status = ?`, d.Reason, d.JobID, StatusQueued); err != nil {
 					return err
 				}
 			}
+			return nil
+		}); err != nil {
+			return err
+		}
+	}
+	for _, d := range decisions {
+		q := byID[d.JobID]
+		if !d.Place {
 			continue
 		}
 		target := st.Targets[q.Target]

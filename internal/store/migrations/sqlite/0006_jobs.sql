@@ -99,5 +99,8 @@ CREATE TABLE jobs (
     ended_at        BIGINT,
     UNIQUE (workspace_id, name)
 );
-CREATE INDEX jobs_queue ON jobs (status, priority, submitted_at);
+-- The scheduler's queue scan reads only this index, however large the
+-- jobs' specs are.
+CREATE INDEX jobs_queue ON jobs (status, cancel_requested, priority, submitted_at, id, workspace_id, workspace, team, not_before,
+    compute, sku, instance_count, reason);
 CREATE INDEX jobs_workspace ON jobs (workspace_id, submitted_at);
