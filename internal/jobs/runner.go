@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/plinth-dev/plinth/internal/audit"
 	"github.com/plinth-dev/plinth/internal/compute"
 	"github.com/plinth-dev/plinth/internal/executor"
 	"github.com/plinth-dev/plinth/internal/fault"
@@ -36,6 +37,9 @@ func (s *Service) launch(j Job) {
 		return
 	}
 	ctx, cancel := context.WithCancel(base)
+	// What the attempt changes (its outputs' data versions, the run) is
+	// done on behalf of whoever submitted the job.
+	ctx = audit.WithCaller(ctx, audit.Caller{Principal: j.SubmittedBy, KeyID: j.submitKey, Source: "job " + j.Name})
 	s.running[j.ID] = cancel
 	s.wg.Add(1)
 	s.mu.Unlock()
@@ -167,7 +171,16 @@ func (s *Service) start(ctx context.Context, j *Job) error {
 	if err != nil {
 		return err
 	}
+	image := ""
+	if j.Spec.Environment != nil {
+		image = j.Spec.Environment.Image
+	}
 	env := map[string]string{}
+	// The local backend runs jobs on this machine, so they find the tools
+	// installed on it; an environment's image would define PATH instead.
+	if p := os.Getenv("PATH"); p != "" && image == "" {
+		env["PATH"] = p
+	}
 	for k, v := range j.Spec.EnvironmentVariables {
 		env[k] = v
 	}
@@ -177,10 +190,6 @@ func (s *Service) start(ctx context.Context, j *Job) error {
 		"PLINTH_ATTEMPT": strconv.Itoa(j.Attempt), "WORLD_SIZE": strconv.Itoa(len(j.Nodes)), "MASTER_ADDR": "127.0.0.1",
 	} {
 		env[k] = v
-	}
-	image := ""
-	if j.Spec.Environment != nil {
-		image = j.Spec.Environment.Image
 	}
 	for i := range j.Nodes {
 		node := map[string]string{"RANK": strconv.Itoa(i), "NODE_RANK": strconv.Itoa(i), "LOCAL_RANK": "0"}
