@@ -68,6 +68,7 @@ type API struct {
 	Workspaces *workspace.Service
 	Registry   *registry.Service
 	Compute    *compute.Service
+	Instances  *compute.Instances
 	Jobs       *jobs.Service
 	Audit      *audit.Log
 	Log        *slog.Logger

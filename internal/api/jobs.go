@@ -24,10 +24,13 @@ func (a *API) jobRoutes() []Route {
 		{Method: "GET", Path: "/api/v1/cost", Permission: auth.Authenticated, Summary: "Cost of node up-time and of jobs, grouped, over the workspaces the caller may read usage of", Handle: a.cost},
 
 		{Method: "GET", Path: ws + "/computes", Permission: auth.ComputeRead, Scoped: true, Summary: "List compute targets with their nodes", Handle: a.listComputes},
-		{Method: "POST", Path: ws + "/computes", Permission: auth.ComputeWrite, Scoped: true, Action: "compute.create", Status: http.StatusCreated, Summary: "Create a compute cluster", Handle: a.createCompute},
+		{Method: "POST", Path: ws + "/computes", Permission: auth.ComputeWrite, Scoped: true, Action: "compute.create", Status: http.StatusCreated, Summary: "Create a compute cluster or instance", Handle: a.createCompute},
 		{Method: "GET", Path: ws + "/computes/{name}", Permission: auth.ComputeRead, Scoped: true, Summary: "Show a compute target with its nodes", Handle: a.getCompute},
 		{Method: "PATCH", Path: ws + "/computes/{name}", Permission: auth.ComputeWrite, Scoped: true, Action: "compute.update", Summary: "Change a cluster's scale settings, description or tags", Handle: a.updateCompute},
-		{Method: "DELETE", Path: ws + "/computes/{name}", Permission: auth.ComputeWrite, Scoped: true, Action: "compute.delete", Status: http.StatusNoContent, Summary: "Delete a cluster whose nodes are idle", Handle: a.deleteCompute},
+		{Method: "DELETE", Path: ws + "/computes/{name}", Permission: auth.ComputeWrite, Scoped: true, Action: "compute.delete", Status: http.StatusNoContent, Summary: "Delete a cluster whose nodes are idle, or an instance", Handle: a.deleteCompute},
+		{Method: "POST", Path: ws + "/computes/{name}/start", Permission: auth.ComputeOperate, Scoped: true, Action: "compute.start", Summary: "Start a compute instance", Handle: a.startInstance},
+		{Method: "POST", Path: ws + "/computes/{name}/stop", Permission: auth.ComputeOperate, Scoped: true, Action: "compute.stop", Summary: "Stop a compute instance (its home directory stays)", Handle: a.stopInstance},
+		{Method: "POST", Path: ws + "/computes/{name}/restart", Permission: auth.ComputeOperate, Scoped: true, Action: "compute.restart", Summary: "Restart a compute instance", Handle: a.restartInstance},
 
 		{Method: "GET", Path: ws + "/quotas", Permission: auth.ComputeRead, Scoped: true, Summary: "The workspace's quotas per SKU family and their use", Handle: a.listQuotas},
 		{Method: "PUT", Path: ws + "/quotas/{family}", Permission: auth.QuotasWrite, Scoped: true, Action: "quota.set", Summary: "Set or remove the workspace's quota for a SKU family", Handle: a.setQuota},
@@ -73,7 +76,39 @@ func (a *API) createCompute(r *http.Request, _ *auth.Identity) (any, error) {
 	if err := decode(r, &in); err != nil {
 		return nil, err
 	}
-	return a.Compute.CreateTarget(r.Context(), sc, in)
+	t, err := a.Compute.CreateTarget(r.Context(), sc, in)
+	if err != nil || t.Kind != compute.KindInstance {
+		return t, err
+	}
+	// An instance starts when it is created, as Azure ML's do.
+	return a.Instances.Start(r.Context(), sc, t.Name)
+}
+
+func (a *API) startInstance(r *http.Request, _ *auth.Identity) (any, error) {
+	sc, err := a.computeScope(r)
+	if err != nil {
+		return nil, err
+	}
+	return a.Instances.Start(r.Context(), sc, r.PathValue("name"))
+}
+
+func (a *API) stopInstance(r *http.Request, c *auth.Identity) (any, error) {
+	sc, err := a.computeScope(r)
+	if err != nil {
+		return nil, err
+	}
+	return a.Instances.Stop(r.Context(), sc, r.PathValue("name"), "stopped by "+c.Principal)
+}
+
+func (a *API) restartInstance(r *http.Request, c *auth.Identity) (any, error) {
+	sc, err := a.computeScope(r)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := a.Instances.Stop(r.Context(), sc, r.PathValue("name"), "restarted by "+c.Principal); err != nil {
+		return nil, err
+	}
+	return a.Instances.Start(r.Context(), sc, r.PathValue("name"))
 }
 
 func (a *API) getCompute(r *http.Request, _ *auth.Identity) (any, error) {
@@ -100,6 +135,11 @@ func (a *API) deleteCompute(r *http.Request, _ *auth.Identity) (any, error) {
 	sc, err := a.computeScope(r)
 	if err != nil {
 		return nil, err
+	}
+	if t, err := a.Compute.Target(r.Context(), sc, r.PathValue("name")); err == nil && t.Kind == compute.KindInstance && t.State == compute.StateRunning {
+		if _, err := a.Instances.Stop(r.Context(), sc, t.Name, "deleted"); err != nil {
+			return nil, err
+		}
 	}
 	return nil, a.Compute.DeleteTarget(r.Context(), sc, r.PathValue("name"))
 }

@@ -51,16 +51,55 @@ func newComputeCmd(g *globals) *cobra.Command {
 	var ws string
 	cmd.PersistentFlags().StringVar(&ws, "workspace", "default", "workspace")
 
-	var size, tier, description string
+	var size, tier, description, kind, owner, idleShutdown string
 	var minN, maxN int
 	var idle string
+	var apps, schedules []string
 	create := &cobra.Command{
-		Use:     "create NAME --size SKU",
-		Short:   "Create a cluster that scales between --min-instances and --max-instances nodes",
-		Example: "  plinth compute create cpu --size local-cpu-small --max-instances 2 --idle-time-before-scale-down 60s",
-		Args:    exactArgs(1, "NAME"),
+		Use:   "create NAME --size SKU",
+		Short: "Create a cluster (scales between --min-instances and --max-instances nodes) or an instance (--type instance)",
+		Long: `Create a compute cluster, whose nodes come and go with queued jobs, or a compute instance: one
+node for interactive work that runs web applications (--app jupyter, jupyterlab, vscode, or
+name=command for any command serving HTTP on $PORT), reachable through Plinth's proxy at
+/compute/NAME/apps/APP/ by its owner only. An instance has a home directory that survives stops,
+the workspace's shared folder at $HOME/shared, MLFLOW_TRACKING_URI and a token preset, and stops
+itself after --idle-time-before-shutdown without traffic.`,
+		Example: `  plinth compute create cpu --size local-cpu-small --max-instances 2 --idle-time-before-scale-down 60s
+  plinth compute create nb --type instance --size local-cpu-small --app jupyter --idle-time-before-shutdown 30m \
+      --schedule "stop=0 19 * * 1-5" --schedule "start=0 8 * * 1-5"`,
+		Args: exactArgs(1, "NAME"),
 		RunE: g.withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
-			in := compute.TargetInput{Name: args[0], Type: compute.KindCluster, Size: size, MinInstances: &minN, MaxInstances: &maxN, Tier: tier}
+			in := compute.TargetInput{Name: args[0], Type: kind, Size: size, Tier: tier, Owner: owner}
+			if kind == compute.KindInstance {
+				if cmd.Flags().Changed("min-instances") || cmd.Flags().Changed("max-instances") || idle != "" {
+					return fmt.Errorf("an instance is one node: --min-instances, --max-instances and --idle-time-before-scale-down are for clusters")
+				}
+				if idleShutdown != "" {
+					secs, err := compute.ParseDuration(idleShutdown)
+					if err != nil {
+						return fmt.Errorf("--idle-time-before-shutdown: %v", err)
+					}
+					d := compute.Duration(secs)
+					in.IdleShutdown = &d
+				}
+				for _, a := range apps {
+					name, command, custom := strings.Cut(a, "=")
+					if custom {
+						in.Applications = append(in.Applications, compute.Application{Name: name, Type: "custom", Command: command})
+					} else {
+						in.Applications = append(in.Applications, compute.Application{Name: a, Type: a})
+					}
+				}
+				for _, sch := range schedules {
+					action, cron, ok := strings.Cut(sch, "=")
+					if !ok {
+						return fmt.Errorf("--schedule %q: want start=CRON or stop=CRON", sch)
+					}
+					in.Schedules = append(in.Schedules, compute.Schedule{Action: action, Cron: cron})
+				}
+			} else {
+				in.MinInstances, in.MaxInstances = &minN, &maxN
+			}
 			if cmd.Flags().Changed("description") {
 				in.Description = &description
 			}
@@ -86,6 +125,11 @@ func newComputeCmd(g *globals) *cobra.Command {
 	fl.StringVar(&idle, "idle-time-before-scale-down", "", "how long a node may idle before it goes down (120s by default; 90s, 5m, PT10M)")
 	fl.StringVar(&tier, "tier", "dedicated", "dedicated or spot")
 	fl.StringVar(&description, "description", "", "description")
+	fl.StringVar(&kind, "type", "cluster", "cluster or instance")
+	fl.StringVar(&owner, "owner", "", "instance: the principal who may use it (default: you)")
+	fl.StringVar(&idleShutdown, "idle-time-before-shutdown", "", "instance: stop after this long without use (30m, PT1H; default never)")
+	fl.StringArrayVar(&apps, "app", nil, "instance: an application to run: jupyter, jupyterlab, vscode or name=command (repeatable)")
+	fl.StringArrayVar(&schedules, "schedule", nil, "instance: start=CRON or stop=CRON, UTC (repeatable)")
 
 	list := &cobra.Command{
 		Use:   "list",
@@ -110,6 +154,9 @@ func newComputeCmd(g *globals) *cobra.Command {
 			}
 			return g.printResult(t, func() [][]string {
 				rows := computeRows([]compute.Target{t})
+				if t.Kind == compute.KindInstance {
+					rows = instanceRows(t, c.BaseURL)
+				}
 				rows = append(rows, []string{}, []string{"NODE", "STATE", "JOB", "UP SINCE", "LAST USED"})
 				for _, n := range t.Nodes {
 					state := "idle"
@@ -171,8 +218,46 @@ func newComputeCmd(g *globals) *cobra.Command {
 			return nil
 		}),
 	}
-	cmd.AddCommand(create, list, show, update, del)
+	operate := func(verb, short string, call func(ctx context.Context, c *client.Client, name string) (compute.Target, error)) *cobra.Command {
+		return &cobra.Command{
+			Use:   verb + " NAME",
+			Short: short,
+			Args:  exactArgs(1, "NAME"),
+			RunE: g.withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
+				t, err := call(cmd.Context(), c, args[0])
+				if err != nil {
+					return err
+				}
+				return g.printResult(t, func() [][]string { return instanceRows(t, c.BaseURL) })
+			}),
+		}
+	}
+	start := operate("start", "Start a compute instance and its applications", func(ctx context.Context, c *client.Client, name string) (compute.Target, error) {
+		return c.OperateCompute(ctx, ws, name, "start")
+	})
+	stop := operate("stop", "Stop a compute instance (its home directory stays)", func(ctx context.Context, c *client.Client, name string) (compute.Target, error) {
+		return c.OperateCompute(ctx, ws, name, "stop")
+	})
+	restart := operate("restart", "Restart a compute instance", func(ctx context.Context, c *client.Client, name string) (compute.Target, error) {
+		return c.OperateCompute(ctx, ws, name, "restart")
+	})
+	cmd.AddCommand(create, list, show, update, del, start, stop, restart)
 	return cmd
+}
+
+// instanceRows shows an instance's state and where its applications are.
+func instanceRows(t compute.Target, base string) [][]string {
+	rows := [][]string{{"FIELD", "VALUE"}, {"name", t.Name}, {"type", t.Kind}, {"state", t.State}, {"size", t.Size}, {"owner", orDash(t.Owner)}}
+	if t.IdleShutdown > 0 {
+		rows = append(rows, []string{"idle before shutdown", (time.Duration(t.IdleShutdown) * time.Second).String()})
+	}
+	for _, s := range t.Schedules {
+		rows = append(rows, []string{"schedule", s.Action + " at " + s.Cron + " (UTC)"})
+	}
+	for _, a := range t.Applications {
+		rows = append(rows, []string{"app " + a.Name, strings.TrimRight(base, "/") + a.URL + "?plinth_token=<your key>"})
+	}
+	return rows
 }
 
 func computeRows(list []compute.Target) [][]string {
@@ -185,8 +270,11 @@ func computeRows(list []compute.Target) [][]string {
 			}
 		}
 		size, minN, maxN, idle := t.Size, strconv.Itoa(t.MinInstances), strconv.Itoa(t.MaxInstances), (time.Duration(t.IdleSeconds) * time.Second).String()
-		if t.Kind == compute.KindServerless {
+		switch t.Kind {
+		case compute.KindServerless:
 			size, minN, maxN, idle = "(per job)", "-", "-", "-"
+		case compute.KindInstance:
+			minN, maxN, idle = "-", "1", t.State
 		}
 		rows = append(rows, []string{t.Name, t.Kind, size, minN, maxN, idle, orDash(t.Tier), fmt.Sprintf("%d (%d)", len(t.Nodes), busy)})
 	}

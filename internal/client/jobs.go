@@ -59,6 +59,13 @@ func (c *Client) UpdateCompute(ctx context.Context, ws, name string, in compute.
 	return t, err
 }
 
+// OperateCompute starts, stops or restarts an instance.
+func (c *Client) OperateCompute(ctx context.Context, ws, name, verb string) (compute.Target, error) {
+	var t compute.Target
+	err := c.Do(ctx, "POST", wsPath(ws)+"/computes/"+esc(name)+"/"+verb, nil, nil, &t)
+	return t, err
+}
+
 // DeleteCompute deletes a cluster.
 func (c *Client) DeleteCompute(ctx context.Context, ws, name string) error {
 	return c.Do(ctx, "DELETE", wsPath(ws)+"/computes/"+esc(name), nil, nil, nil)

@@ -169,7 +169,7 @@ func (s *Service) Clusters(ctx context.Context, q store.Querier) (map[int64]*Clu
 		var t Target
 		var raw, tags string
 		var created, updated int64
-		if err := rows.Scan(&t.pk, &t.Name, &t.Kind, &t.Size, &raw, &t.Description, &tags, &t.CreatedBy, &created, &updated, &ws); err != nil {
+		if err := rows.Scan(&t.pk, &t.Name, &t.Kind, &t.Size, &raw, &t.State, &t.Description, &tags, &t.CreatedBy, &created, &updated, &ws); err != nil {
 			rows.Close()
 			return nil, err
 		}

@@ -21,6 +21,7 @@ import (
 // serverless compute a job gets when it names only an instance type.
 const (
 	KindCluster    = "cluster"
+	KindInstance   = "instance"
 	KindServerless = "serverless"
 )
 
@@ -47,13 +48,22 @@ type Scope struct {
 // Target is a compute target with the nodes it has up.
 type Target struct {
 	pk           int64
-	Name         string            `json:"name"`
-	Kind         string            `json:"type"`
-	Size         string            `json:"size"`
-	MinInstances int               `json:"min_instances"`
-	MaxInstances int               `json:"max_instances"`
-	IdleSeconds  int64             `json:"idle_time_before_scale_down"`
-	Tier         string            `json:"tier"`
+	Name         string `json:"name"`
+	Kind         string `json:"type"`
+	Size         string `json:"size"`
+	MinInstances int    `json:"min_instances"`
+	MaxInstances int    `json:"max_instances"`
+	IdleSeconds  int64  `json:"idle_time_before_scale_down"`
+	Tier         string `json:"tier"`
+	// State is an instance's: Running or Stopped (clusters: Succeeded).
+	State string `json:"state"`
+	// The fields of an instance: who may use it, how long it may idle
+	// before it stops itself, when it starts and stops, and the web
+	// applications it runs (with the path each is served at).
+	Owner        string            `json:"owner,omitempty"`
+	IdleShutdown int64             `json:"idle_time_before_shutdown,omitempty"`
+	Schedules    []Schedule        `json:"schedules,omitempty"`
+	Applications []Application     `json:"applications,omitempty"`
 	Description  string            `json:"description"`
 	Tags         map[string]string `json:"tags"`
 	CreatedBy    string            `json:"created_by"`
@@ -77,22 +87,30 @@ type Node struct {
 
 // settings are a target's kind-specific fields, stored as JSON.
 type settings struct {
-	Min         int    `json:"min_instances"`
-	Max         int    `json:"max_instances"`
-	IdleSeconds int64  `json:"idle_seconds"`
-	Tier        string `json:"tier"`
+	Min         int           `json:"min_instances"`
+	Max         int           `json:"max_instances"`
+	IdleSeconds int64         `json:"idle_seconds"`
+	Tier        string        `json:"tier"`
+	Owner       string        `json:"owner,omitempty"`
+	Schedules   []Schedule    `json:"schedules,omitempty"`
+	Apps        []Application `json:"apps,omitempty"`
 }
 
 // TargetInput creates or changes a cluster, in Azure ML's field names.
 // Pointer fields are optional on update.
 type TargetInput struct {
-	Name         string            `json:"name"`
-	Type         string            `json:"type"`
-	Size         string            `json:"size"`
-	MinInstances *int              `json:"min_instances,omitempty"`
-	MaxInstances *int              `json:"max_instances,omitempty"`
-	IdleTime     *Duration         `json:"idle_time_before_scale_down,omitempty"`
-	Tier         string            `json:"tier,omitempty"`
+	Name         string    `json:"name"`
+	Type         string    `json:"type"`
+	Size         string    `json:"size"`
+	MinInstances *int      `json:"min_instances,omitempty"`
+	MaxInstances *int      `json:"max_instances,omitempty"`
+	IdleTime     *Duration `json:"idle_time_before_scale_down,omitempty"`
+	Tier         string    `json:"tier,omitempty"`
+	// Instances only.
+	IdleShutdown *Duration         `json:"idle_time_before_shutdown,omitempty"`
+	Owner        string            `json:"owner,omitempty"`
+	Schedules    []Schedule        `json:"schedules,omitempty"`
+	Applications []Application     `json:"applications,omitempty"`
 	Description  *string           `json:"description,omitempty"`
 	Tags         map[string]string `json:"tags,omitempty"`
 }
@@ -187,12 +205,13 @@ func (s *Service) CreateTarget(ctx context.Context, sc Scope, in TargetInput) (T
 	if !targetNameRE.MatchString(in.Name) || strings.EqualFold(in.Name, ServerlessName) {
 		return Target{}, fault.InvalidField("name", "%q must be 2 to 32 letters, digits and '-', starting with a letter (and not %q)", clipText(in.Name), ServerlessName)
 	}
+	kind := KindCluster
 	switch strings.ToLower(in.Type) {
 	case "", KindCluster, "amlcompute":
-	case "computeinstance", "instance":
-		return Target{}, fault.InvalidField("type", "compute instances are not available yet; create a cluster (type cluster)")
+	case "computeinstance", KindInstance:
+		kind = KindInstance
 	default:
-		return Target{}, fault.InvalidField("type", "%q is not a compute type (want cluster)", clipText(in.Type))
+		return Target{}, fault.InvalidField("type", "%q is not a compute type (want cluster or instance)", clipText(in.Type))
 	}
 	if in.Size == "" {
 		return Target{}, fault.InvalidField("size", "required: an instance type from `plinth sku list`")
@@ -217,6 +236,16 @@ func (s *Service) CreateTarget(ctx context.Context, sc Scope, in TargetInput) (T
 	if err := st.valid(); err != nil {
 		return Target{}, err
 	}
+	caller := audit.CallerFrom(ctx)
+	state := "Succeeded"
+	if kind == KindInstance {
+		if err := instanceSettings(&st, in, caller.Principal); err != nil {
+			return Target{}, err
+		}
+		state = StateStopped
+	} else if in.IdleShutdown != nil || in.Owner != "" || len(in.Schedules) > 0 || len(in.Applications) > 0 {
+		return Target{}, fault.InvalidField("type", "idle_time_before_shutdown, owner, schedules and applications belong to instances (type instance)")
+	}
 	desc := ""
 	if in.Description != nil {
 		desc = *in.Description
@@ -224,9 +253,8 @@ func (s *Service) CreateTarget(ctx context.Context, sc Scope, in TargetInput) (T
 	if err := validMeta(desc, in.Tags); err != nil {
 		return Target{}, err
 	}
-	caller := audit.CallerFrom(ctx)
 	now := s.now().UTC().Truncate(time.Millisecond)
-	t := Target{Name: in.Name, Kind: KindCluster, Size: sku.Name, Description: desc, Tags: in.Tags, CreatedBy: caller.Principal, CreatedAt: now, UpdatedAt: now, SKU: sku}
+	t := Target{Name: in.Name, Kind: kind, State: state, Size: sku.Name, Description: desc, Tags: in.Tags, CreatedBy: caller.Principal, CreatedAt: now, UpdatedAt: now, SKU: sku}
 	if t.Tags == nil {
 		t.Tags = map[string]string{}
 	}
@@ -235,7 +263,7 @@ func (s *Service) CreateTarget(ctx context.Context, sc Scope, in TargetInput) (T
 	tags, _ := json.Marshal(t.Tags)
 	err = s.db.Tx(ctx, func(tx store.Querier) error {
 		if err := tx.QueryRowContext(ctx, `INSERT INTO compute_targets (workspace_id, name, kind, sku, settings, state, description, tags, created_by, created_at, updated_at)
-			VALUES (?, ?, ?, ?, ?, 'Succeeded', ?, ?, ?, ?, ?) RETURNING pk`, sc.WorkspaceID, t.Name, t.Kind, t.Size, string(raw), desc, string(tags),
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING pk`, sc.WorkspaceID, t.Name, t.Kind, t.Size, string(raw), state, desc, string(tags),
 			t.CreatedBy, now.UnixMilli(), now.UnixMilli()).Scan(&t.pk); err != nil {
 			if store.IsUniqueViolation(err) {
 				return fault.New(fault.AlreadyExists, "compute %s already exists in workspace %s", t.Name, sc.Workspace)
@@ -243,7 +271,7 @@ func (s *Service) CreateTarget(ctx context.Context, sc Scope, in TargetInput) (T
 			return fmt.Errorf("creating compute: %w", err)
 		}
 		return s.audit.Append(ctx, tx, audit.Record{Action: "compute.create", Resource: targetResource(sc.Workspace, t.Name), Workspace: sc.Workspace,
-			Details: map[string]any{"size": t.Size, "min_instances": st.Min, "max_instances": st.Max, "tier": st.Tier}})
+			Details: map[string]any{"type": kind, "size": t.Size, "min_instances": st.Min, "max_instances": st.Max, "tier": st.Tier}})
 	})
 	t.Nodes = []Node{}
 	return t, err
@@ -267,6 +295,10 @@ func (st settings) valid() error {
 
 func (t *Target) apply(st settings) {
 	t.MinInstances, t.MaxInstances, t.IdleSeconds, t.Tier = st.Min, st.Max, st.IdleSeconds, st.Tier
+	if t.Kind == KindInstance {
+		t.MinInstances, t.MaxInstances, t.IdleSeconds = 0, 1, 0
+		t.Owner, t.IdleShutdown, t.Schedules, t.Applications = st.Owner, st.IdleSeconds, st.Schedules, st.Apps
+	}
 }
 
 func validMeta(description string, tags map[string]string) error {
@@ -284,13 +316,13 @@ func validMeta(description string, tags map[string]string) error {
 	return nil
 }
 
-const targetColumns = `pk, name, kind, sku, settings, description, tags, created_by, created_at, updated_at`
+const targetColumns = `pk, name, kind, sku, settings, state, description, tags, created_by, created_at, updated_at`
 
 func (s *Service) scanTarget(row interface{ Scan(...any) error }) (Target, error) {
 	var t Target
 	var raw, tags string
 	var created, updated int64
-	if err := row.Scan(&t.pk, &t.Name, &t.Kind, &t.Size, &raw, &t.Description, &tags, &t.CreatedBy, &created, &updated); err != nil {
+	if err := row.Scan(&t.pk, &t.Name, &t.Kind, &t.Size, &raw, &t.State, &t.Description, &tags, &t.CreatedBy, &created, &updated); err != nil {
 		return t, err
 	}
 	var st settings
@@ -319,7 +351,15 @@ func (s *Service) Target(ctx context.Context, sc Scope, name string) (Target, er
 	}
 	nodes, err := s.nodes(ctx, s.db.Read(), `compute_pk = ?`, t.pk)
 	t.Nodes = nodes
+	t.setURLs(sc.Workspace)
 	return t, err
+}
+
+// setURLs fills in where an instance's applications are served.
+func (t *Target) setURLs(ws string) {
+	for i := range t.Applications {
+		t.Applications[i].URL = AppBase(ws, t.Name, t.Applications[i].Name)
+	}
 }
 
 // Targets lists a workspace's targets (serverless last, when it has had
@@ -347,6 +387,7 @@ func (s *Service) Targets(ctx context.Context, sc Scope) ([]Target, error) {
 		return nil, err
 	}
 	for i := range out {
+		out[i].setURLs(sc.Workspace)
 		for _, n := range nodes {
 			if n.computePK == out[i].pk {
 				out[i].Nodes = append(out[i].Nodes, n)
@@ -423,13 +464,16 @@ func (s *Service) UpdateTarget(ctx context.Context, sc Scope, name string, in Ta
 func (s *Service) DeleteTarget(ctx context.Context, sc Scope, name string) error {
 	return s.db.Tx(ctx, func(tx store.Querier) error {
 		var pk int64
-		var kind string
-		err := tx.QueryRowContext(ctx, `SELECT pk, kind FROM compute_targets WHERE workspace_id = ? AND name = ?`+store.ForUpdate(tx), sc.WorkspaceID, name).Scan(&pk, &kind)
+		var kind, state string
+		err := tx.QueryRowContext(ctx, `SELECT pk, kind, state FROM compute_targets WHERE workspace_id = ? AND name = ?`+store.ForUpdate(tx), sc.WorkspaceID, name).Scan(&pk, &kind, &state)
 		if errors.Is(err, sql.ErrNoRows) {
 			return fault.New(fault.NotFound, "compute %s does not exist in workspace %s", clipText(name), sc.Workspace)
 		}
 		if err != nil {
 			return err
+		}
+		if kind == KindInstance && state == StateRunning {
+			return fault.New(fault.FailedPrecondition, "instance %s is running; stop it first", name)
 		}
 		nodes, err := s.nodes(ctx, tx, `compute_pk = ?`, pk)
 		if err != nil {

@@ -138,6 +138,22 @@ func (s *Service) finish(ctx context.Context, j Job, statuses []executor.Status,
 	if succeeded {
 		reason = ""
 	}
+	if status != StatusQueued {
+		// The run is complete before the job says it ended, so whoever
+		// waits for the job finds the run's status and usage in place.
+		final := j
+		final.Status, final.Reason, final.Attempt = status, reason, j.Attempt
+		final.Usage.CPUSeconds += usage.CPUSeconds
+		final.Usage.GPUSeconds += usage.GPUSeconds
+		final.Usage.NodeSeconds += usage.NodeSeconds
+		final.Usage.PeakMemoryBytes = max(final.Usage.PeakMemoryBytes, usage.PeakMemoryBytes)
+		final.Cost += cost
+		s.recordOnRun(ctx, tsc, final)
+		s.endRun(ctx, j, map[string]string{StatusCompleted: "FINISHED", StatusFailed: "FAILED", StatusCanceled: "KILLED"}[status])
+	}
+	if err := s.Tokens.RevokeRunTokens(ctx, j.ID); err != nil {
+		s.Log.Warn("revoking a job's run token", "job", j.Name, "error", err)
+	}
 	err = s.DB.Tx(ctx, func(tx store.Querier) error {
 		var endedAt any
 		if status != StatusQueued {
@@ -156,20 +172,10 @@ func (s *Service) finish(ctx context.Context, j Job, statuses []executor.Status,
 		s.Log.Error("ending job attempt", "job", j.Name, "error", err)
 		return
 	}
-	if err := s.Tokens.RevokeRunTokens(ctx, j.ID); err != nil {
-		s.Log.Warn("revoking a job's run token", "job", j.Name, "error", err)
-	}
 	for _, h := range j.handles {
 		_ = s.Executor.Remove(ctx, h)
 	}
 	_ = os.RemoveAll(s.jobDir(j))
-	if status != StatusQueued {
-		final, err := s.get(ctx, s.DB.Read(), j.workspaceID, j.ID, false)
-		if err == nil {
-			s.recordOnRun(ctx, tsc, final)
-		}
-		s.endRun(ctx, j, map[string]string{StatusCompleted: "FINISHED", StatusFailed: "FAILED", StatusCanceled: "KILLED"}[status])
-	}
 	s.Log.Info("job attempt ended", "job", j.Name, "attempt", j.Attempt, "status", status, "reason", clipTo(reason, 200))
 	s.kick()
 }

@@ -187,6 +187,9 @@ func (s *Service) resolveTarget(ctx context.Context, sc compute.Scope, spec Spec
 		if err != nil {
 			return nil, compute.SKU{}, fault.InvalidField("compute", "%v", errorMessage(err))
 		}
+		if t.Kind != compute.KindCluster {
+			return nil, compute.SKU{}, fault.InvalidField("compute", "%s is a compute %s; jobs run on clusters or on serverless compute (resources.instance_type)", t.Name, t.Kind)
+		}
 		if spec.Resources.InstanceType != "" && !strings.EqualFold(spec.Resources.InstanceType, t.Size) {
 			return nil, compute.SKU{}, fault.InvalidField("resources.instance_type", "%s's nodes are %s, not %s", t.Name, t.Size, spec.Resources.InstanceType)
 		}

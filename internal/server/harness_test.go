@@ -47,6 +47,7 @@ func startWith(t testing.TB, cfg server.Config) *env {
 	}
 	hs := httptest.NewServer(srv.Handler())
 	srv.Jobs.SetTrackingURL(hs.URL)
+	srv.Instances.SetServerURL(hs.URL)
 	ctx, cancel := context.WithCancel(context.Background())
 	scheduled := make(chan struct{})
 	go func() {

@@ -23,6 +23,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/plinth-dev/plinth/internal/api"
+	"github.com/plinth-dev/plinth/internal/appproxy"
 	"github.com/plinth-dev/plinth/internal/artifact"
 	"github.com/plinth-dev/plinth/internal/audit"
 	"github.com/plinth-dev/plinth/internal/auth"
@@ -114,6 +115,7 @@ type Server struct {
 	Tracking   *tracking.Service
 	Registry   *registry.Service
 	Compute    *compute.Service
+	Instances  *compute.Instances
 	Jobs       *jobs.Service
 	Executor   executor.Executor
 	Artifacts  *artifact.Store
@@ -216,13 +218,14 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	s.Jobs = jobs.NewService(jobs.Deps{DB: db, Audit: s.Audit, Tracking: s.Tracking, Registry: s.Registry, Compute: s.Compute, Tokens: s.Auth,
 		Artifacts: s.Artifacts, Executor: s.Executor, WorkDir: filepath.Join(cfg.DataDir, "jobs"), Log: log})
 	s.Workspaces.AddHolder(s.Jobs)
+	s.Instances = compute.NewInstances(s.Compute, s.Executor, instanceKeys{s.Auth}, cfg.DataDir, log)
 
 	doc, err := api.OpenAPIJSON()
 	if err != nil {
 		db.Close()
 		return nil, err
 	}
-	s.API = &api.API{Auth: s.Auth, Workspaces: s.Workspaces, Registry: s.Registry, Compute: s.Compute, Jobs: s.Jobs, Audit: s.Audit, Log: log, OpenAPI: doc}
+	s.API = &api.API{Auth: s.Auth, Workspaces: s.Workspaces, Registry: s.Registry, Compute: s.Compute, Instances: s.Instances, Jobs: s.Jobs, Audit: s.Audit, Log: log, OpenAPI: doc}
 	// A deleted workspace's artifact files go too: a new workspace of the
 	// same name must not find them.
 	s.Workspaces.OnDeleted(func(ctx context.Context, w workspace.Workspace) {
@@ -248,6 +251,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	mux := http.NewServeMux()
 	s.API.Register(mux)
 	s.MLflow.Register(mux)
+	(&appproxy.Proxy{Auth: s.Auth, Workspaces: s.Workspaces, Instances: s.Instances}).Register(mux)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeStatus(w, http.StatusOK, map[string]any{"status": "ok"})
 	})
@@ -323,6 +327,8 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		scheme = "https"
 	}
 	s.Jobs.SetTrackingURL(scheme + "://" + ln.Addr().String())
+	s.Instances.SetServerURL(scheme + "://" + ln.Addr().String())
+	go s.Instances.Run(ctx, 5*time.Second)
 	jobsDone := make(chan struct{})
 	go func() {
 		defer close(jobsDone)
@@ -427,4 +433,20 @@ func (s *Server) ensureDefaultExperiments(ctx context.Context) error {
 		}
 		after = next
 	}
+}
+
+// instanceKeys issues and revokes compute instances' keys: their owner's,
+// limited to the workspace.
+type instanceKeys struct{ auth *auth.Service }
+
+func (k instanceKeys) IssueInstanceKey(ctx context.Context, owner, workspace, instance string, ttl time.Duration) (string, string, error) {
+	exp := time.Now().Add(ttl)
+	key, secret, err := k.auth.CreateKey(ctx, &auth.Identity{Principal: owner}, auth.CreateKeyInput{
+		Name: fmt.Sprintf("instance-%s-%d", instance, time.Now().UnixNano()%1e9), Workspace: workspace, ExpiresAt: &exp})
+	return secret, key.ID, err
+}
+
+func (k instanceKeys) RevokeInstanceKey(ctx context.Context, owner, keyID string) error {
+	_, err := k.auth.RevokeKey(ctx, &auth.Identity{Principal: owner}, keyID)
+	return err
 }

@@ -4,7 +4,8 @@
 -- A compute target of a workspace: a cluster (nodes scaled between
 -- min_instances and max_instances), an instance (one node for
 -- interactive work) or the workspace's serverless pool (nodes made for
--- one job each). settings holds the kind's own fields (JSON).
+-- one job each). settings holds the kind's own fields (JSON); runtime
+-- what a running instance has started (its node, apps and key).
 CREATE TABLE compute_targets (
     pk           INTEGER PRIMARY KEY AUTOINCREMENT,
     workspace_id TEXT NOT NULL REFERENCES workspaces(id) ON DELETE CASCADE,
@@ -13,6 +14,7 @@ CREATE TABLE compute_targets (
     sku          TEXT NOT NULL,
     settings     TEXT NOT NULL DEFAULT '{}',
     state        TEXT NOT NULL DEFAULT '',
+    runtime      TEXT NOT NULL DEFAULT '',
     description  TEXT NOT NULL DEFAULT '',
     tags         TEXT NOT NULL DEFAULT '{}',
     created_by   TEXT NOT NULL DEFAULT '',
