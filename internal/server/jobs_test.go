@@ -23,7 +23,7 @@ func jobEnv(t *testing.T) (*env, *client.Client) {
 	t.Helper()
 	dir := t.TempDir()
 	skus := filepath.Join(dir, "skus.yml")
-	if err := os.WriteFile(skus, []byte("skus:\n  - name: local-cpu-small\n    price_per_hour: 3.6\n"), 0o644); err != nil {
+	if err := os.WriteFile(skus, []byte("skus:\n  - name: local-cpu-small\n    price_per_hour: 3.6\n  - name: tiny\n    family: local-cpu\n    vcpus: 1\n    memory_gib: 0.125\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	e := startWith(t, server.Config{DataDir: dir, BootstrapKey: adminKey, SKUFile: skus})
@@ -185,7 +185,13 @@ func TestJobFailuresHaveReasons(t *testing.T) {
 	}
 	retried := submit(t, c, "default", job("fails-twice", "command: echo attempt $PLINTH_ATTEMPT; exit 3\nretries:\n  max: 1\n  backoff_seconds: 1\n"))
 	missing := submit(t, c, "default", job("no-such-command", "command: no-such-command-xyz --flag\n"))
-	end := waitJob(t, c, retried.ID, time.Minute)
+	hungry := submit(t, c, "default", writeFile(t, filepath.Join(dir, "hungry.yml"),
+		"name: hungry\nresources:\n  instance_type: tiny\ncommand: python3 -c 'import time; x = bytearray(400 << 20); time.sleep(30)'\n"))
+	end := waitJob(t, c, hungry.ID, time.Minute)
+	if end.Status != jobs.StatusFailed || !strings.Contains(end.Reason, "exceeding its memory limit") {
+		t.Fatalf("a job over its SKU's memory: %s: %s", end.Status, end.Reason)
+	}
+	end = waitJob(t, c, retried.ID, time.Minute)
 	if end.Status != jobs.StatusFailed || end.Attempt != 2 || !strings.Contains(end.Reason, "exit code 3") || !strings.Contains(end.Reason, "attempt 2") {
 		t.Fatalf("retried job: %s attempt %d: %s", end.Status, end.Attempt, end.Reason)
 	}
@@ -344,4 +350,21 @@ func TestClusterScalesAndQuota(t *testing.T) {
 func computeInput(name string, minN, maxN *int, idleSeconds int) compute.TargetInput {
 	d := compute.Duration(idleSeconds)
 	return compute.TargetInput{Name: name, Size: "local-cpu-small", MinInstances: minN, MaxInstances: maxN, IdleTime: &d}
+}
+
+// TestDistributedJob runs a job on two nodes: one process each, told its
+// rank and the world size, each with its own log kept on the run.
+func TestDistributedJob(t *testing.T) {
+	e, c := jobEnv(t)
+	j := submit(t, c, "default", writeFile(t, filepath.Join(t.TempDir(), "ddp.yml"),
+		"name: ddp\nresources:\n  instance_type: local-cpu-small\n  instance_count: 2\ncommand: echo rank=$RANK of $WORLD_SIZE\n"))
+	if end := waitJob(t, c, j.ID, time.Minute); end.Status != jobs.StatusCompleted || end.Usage.NodeSeconds <= 0 {
+		t.Fatalf("distributed job: %s %s %+v", end.Status, end.Reason, end.Usage)
+	}
+	for file, want := range map[string]string{"user_logs/std_log.txt": "rank=0 of 2", "user_logs/std_log_1.txt": "rank=1 of 2"} {
+		r := e.must(200, "GET", "/api/2.0/mlflow-artifacts/artifacts/default/0/"+j.ID+"/artifacts/"+file, e.admin, nil)
+		if !strings.Contains(string(r.raw), want) {
+			t.Errorf("%s: %q, want %q", file, r.raw, want)
+		}
+	}
 }
