@@ -72,6 +72,22 @@ func (s *Service) scopes(j Job) (compute.Scope, tracking.Scope) {
 // attempt runs (or, after a restart, goes on watching) one attempt.
 func (s *Service) attempt(ctx context.Context, j Job) {
 	shutdown := func() bool { return s.baseDone() }
+	// A cancel that came between placement and this watch (or while no
+	// control plane watched) is honoured now.
+	var cancelRequested bool
+	if err := s.DB.Read().QueryRowContext(ctx, `SELECT cancel_requested FROM jobs WHERE id = ?`, j.ID).Scan(&cancelRequested); err == nil && cancelRequested {
+		for _, h := range j.handles {
+			_ = s.Executor.Stop(context.WithoutCancel(ctx), h, s.StopGrace)
+		}
+		statuses := make([]executor.Status, 0, len(j.handles))
+		for _, h := range j.handles {
+			if st, err := s.Executor.Inspect(context.WithoutCancel(ctx), h); err == nil {
+				statuses = append(statuses, st)
+			}
+		}
+		s.finish(context.WithoutCancel(ctx), j, statuses, outcome{canceled: true, reason: "canceled"})
+		return
+	}
 	if j.Status == StatusPreparing && len(j.handles) == 0 {
 		// Work started before a crash could persist its handle is found
 		// by the id it was started with.
@@ -89,7 +105,11 @@ func (s *Service) attempt(ctx context.Context, j Job) {
 				if shutdown() {
 					return
 				}
-				s.finish(context.WithoutCancel(ctx), j, nil, outcome{failed: true, reason: "could not start: " + errorMessage(err)})
+				out := outcome{failed: true, reason: "could not start: " + errorMessage(err)}
+				if ctx.Err() != nil {
+					out = outcome{canceled: true, reason: "canceled while preparing"}
+				}
+				s.finish(context.WithoutCancel(ctx), j, nil, out)
 				return
 			}
 		}
