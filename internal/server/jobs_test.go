@@ -191,6 +191,12 @@ func TestJobFailuresHaveReasons(t *testing.T) {
 	if end.Status != jobs.StatusFailed || !strings.Contains(end.Reason, "exceeding its memory limit") {
 		t.Fatalf("a job over its SKU's memory: %s: %s", end.Status, end.Reason)
 	}
+	// A full disk, as /dev/full answers every write: ENOSPC.
+	full := submit(t, c, "default", job("disk-full", "command: dd if=/dev/zero of=/dev/full bs=4k count=1\n"))
+	end = waitJob(t, c, full.ID, time.Minute)
+	if end.Status != jobs.StatusFailed || !strings.Contains(end.Reason, "No space left on device") {
+		t.Fatalf("a job whose disk is full: %s: %s", end.Status, end.Reason)
+	}
 	end = waitJob(t, c, retried.ID, time.Minute)
 	if end.Status != jobs.StatusFailed || end.Attempt != 2 || !strings.Contains(end.Reason, "exit code 3") || !strings.Contains(end.Reason, "attempt 2") {
 		t.Fatalf("retried job: %s attempt %d: %s", end.Status, end.Attempt, end.Reason)
