@@ -215,7 +215,8 @@ func (m *Instances) Start(ctx context.Context, sc Scope, name string) (Target, e
 	if t.State == StateRunning {
 		return m.svc.Target(ctx, sc, name)
 	}
-	if err := m.fits(ctx, sc, t); err != nil {
+	gpus, err := m.fits(ctx, sc, t)
+	if err != nil {
 		return t, err
 	}
 	home, shared := m.homeDir(sc.Workspace, name), m.sharedDir(sc.Workspace)
@@ -258,7 +259,7 @@ func (m *Instances) Start(ctx context.Context, sc Scope, name string) (Target, e
 		}
 		id := fmt.Sprintf("instance-%s-%s-%s-%d", sc.WorkspaceID, name, app.Name, m.svc.now().UnixNano())
 		h, err := m.exec.Start(ctx, executor.Spec{ID: id, Shell: cmd, Dir: home, Env: env, Ports: 1,
-			Resources: executor.Resources{CPUs: float64(t.SKU.VCPUs), MemoryBytes: t.SKU.MemoryBytes}})
+			Resources: executor.Resources{CPUs: float64(t.SKU.VCPUs), MemoryBytes: t.SKU.MemoryBytes, GPUs: gpus}})
 		if err != nil {
 			stopAll()
 			return t, fmt.Errorf("starting application %s: %w", app.Name, err)
@@ -273,7 +274,7 @@ func (m *Instances) Start(ctx context.Context, sc Scope, name string) (Target, e
 		if cur.State == StateRunning {
 			return fault.New(fault.FailedPrecondition, "instance %s was started meanwhile", name)
 		}
-		n, err := m.svc.StartNode(ctx, tx, sc, t.pk, name, t.SKU, false, nil, "instance:"+name)
+		n, err := m.svc.StartNode(ctx, tx, sc, t.pk, name, t.SKU, false, gpus, "instance:"+name)
 		if err != nil {
 			return err
 		}
@@ -296,41 +297,51 @@ func (m *Instances) Start(ctx context.Context, sc Scope, name string) (Target, e
 }
 
 // fits checks that the executor has room for the instance's node and the
-// workspace's quota allows it.
-func (m *Instances) fits(ctx context.Context, sc Scope, t Target) error {
+// workspace's quota allows it, and picks the GPUs the node will hold.
+func (m *Instances) fits(ctx context.Context, sc Scope, t Target) ([]string, error) {
 	caps := m.exec.Capabilities()
-	free := [3]int64{int64(caps.CPUs), caps.MemoryBytes, int64(len(caps.GPUs))}
+	free := [2]int64{int64(caps.CPUs), caps.MemoryBytes}
+	held := map[string]bool{}
 	clusters, err := m.svc.Clusters(ctx, m.svc.db.Read())
 	if err != nil {
-		return err
+		return nil, err
 	}
 	for _, c := range clusters {
 		for _, n := range c.Nodes {
 			if sku, ok := m.svc.skus.Lookup(n.SKU); ok {
 				free[0] -= int64(sku.VCPUs)
 				free[1] -= sku.MemoryBytes
-				free[2] -= int64(sku.GPUs)
+			}
+			for _, g := range n.GPUs {
+				held[g] = true
 			}
 		}
 	}
-	if int64(t.SKU.VCPUs) > free[0] || t.SKU.MemoryBytes > free[1] || int64(t.SKU.GPUs) > free[2] {
-		return fault.New(fault.ResourceExhausted, "no capacity for a %s node now (%d vCPUs free); stop another instance or wait for jobs to end", t.SKU.Name, max(free[0], 0))
+	var gpus []string
+	for _, g := range caps.GPUs {
+		if id := fmt.Sprint(g.Index); !held[id] && len(gpus) < t.SKU.GPUs {
+			gpus = append(gpus, id)
+		}
+	}
+	if int64(t.SKU.VCPUs) > free[0] || t.SKU.MemoryBytes > free[1] || len(gpus) < t.SKU.GPUs {
+		return nil, fault.New(fault.ResourceExhausted, "no capacity for a %s node now (%d vCPUs, %d GPUs free); stop another instance or wait for jobs to end",
+			t.SKU.Name, max(free[0], 0), len(caps.GPUs)-len(held))
 	}
 	limits, err := m.svc.QuotaLimits(ctx, m.svc.db.Read())
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if q, ok := limits[[2]string{sc.WorkspaceID, t.SKU.Family}]; ok {
 		used, err := m.svc.QuotaUse(ctx, m.svc.db.Read())
 		if err != nil {
-			return err
+			return nil, err
 		}
 		u := used[[2]string{sc.WorkspaceID, t.SKU.Family}]
 		if u[0]+t.SKU.VCPUs > q[0] || u[1]+t.SKU.GPUs > q[1] {
-			return fault.New(fault.ResourceExhausted, "quota: workspace %s uses %d of %d vCPUs of family %s; the instance needs %d more", sc.Workspace, u[0], q[0], t.SKU.Family, t.SKU.VCPUs)
+			return nil, fault.New(fault.ResourceExhausted, "quota: workspace %s uses %d of %d vCPUs of family %s; the instance needs %d more", sc.Workspace, u[0], q[0], t.SKU.Family, t.SKU.VCPUs)
 		}
 	}
-	return nil
+	return gpus, nil
 }
 
 // Stop takes an instance down: its applications, its node and its key.

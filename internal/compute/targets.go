@@ -505,8 +505,17 @@ func (s *Service) ResourcesIn(ctx context.Context, q store.Querier, workspaceID 
 }
 
 // DeleteResourcesIn implements workspace.Holder: it stops the nodes (their
-// up-time stays in the cost records) and deletes the targets.
+// up-time stays in the cost records) and deletes the targets. A running
+// instance has processes this transaction cannot stop: stop it first.
 func (s *Service) DeleteResourcesIn(ctx context.Context, tx store.Querier, workspaceID string) error {
+	var running int
+	if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM compute_targets WHERE workspace_id = ? AND kind = ? AND state = ?`,
+		workspaceID, KindInstance, StateRunning).Scan(&running); err != nil {
+		return err
+	}
+	if running > 0 {
+		return fault.New(fault.FailedPrecondition, "%d compute instances of the workspace are running; stop them first", running)
+	}
 	nodes, err := s.nodes(ctx, tx, `workspace_id = ?`, workspaceID)
 	if err != nil {
 		return err
