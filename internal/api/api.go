@@ -21,6 +21,7 @@ import (
 	"github.com/plinth-dev/plinth/internal/audit"
 	"github.com/plinth-dev/plinth/internal/auth"
 	"github.com/plinth-dev/plinth/internal/compute"
+	"github.com/plinth-dev/plinth/internal/endpoint"
 	"github.com/plinth-dev/plinth/internal/fault"
 	"github.com/plinth-dev/plinth/internal/jobs"
 	"github.com/plinth-dev/plinth/internal/observe"
@@ -70,6 +71,9 @@ type API struct {
 	Compute    *compute.Service
 	Instances  *compute.Instances
 	Jobs       *jobs.Service
+	Endpoints  *endpoint.Service
+	Models     endpoint.ModelResolver
+	Snapshots  *endpoint.Publisher
 	Audit      *audit.Log
 	Log        *slog.Logger
 	// OpenAPI is the served document, already encoded as JSON.

@@ -380,3 +380,63 @@ func (s *Store) storageError(err error, verb, key string) error {
 	}
 	return fmt.Errorf("%s artifact %s: %w", verb, key, err)
 }
+
+// Download copies the artifact at key to the local directory dir: a file
+// to dir/<its name>, a folder's files under dir. It returns the path a
+// program should be given (the file, or dir).
+func (s *Store) Download(ctx context.Context, key, dir string) (string, error) {
+	if r, _, err := s.Open(ctx, key); err == nil {
+		defer r.Close()
+		target := filepath.Join(dir, path.Base(key))
+		return target, writeLocal(target, r)
+	}
+	found := false
+	var walk func(prefix, into string) error
+	walk = func(prefix, into string) error {
+		entries, err := s.List(ctx, prefix)
+		if err != nil {
+			return err
+		}
+		for _, e := range entries {
+			if e.IsDir {
+				if err := walk(prefix+"/"+e.Path, filepath.Join(into, e.Path)); err != nil {
+					return err
+				}
+				continue
+			}
+			r, _, err := s.Open(ctx, prefix+"/"+e.Path)
+			if err != nil {
+				return err
+			}
+			err = writeLocal(filepath.Join(into, e.Path), r)
+			r.Close()
+			if err != nil {
+				return err
+			}
+			found = true
+		}
+		return nil
+	}
+	if err := walk(key, dir); err != nil {
+		return "", err
+	}
+	if !found {
+		return "", fault.New(fault.NotFound, "no artifacts at %s", clip(key))
+	}
+	return dir, nil
+}
+
+func writeLocal(target string, r io.Reader) error {
+	if err := os.MkdirAll(filepath.Dir(target), 0o755); err != nil {
+		return err
+	}
+	out, err := os.Create(target)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, r); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}

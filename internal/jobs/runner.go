@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -287,7 +286,7 @@ func (s *Service) fetchInput(ctx context.Context, sc tracking.Scope, name string
 		if ws, _, _ := strings.Cut(key, "/"); ws != sc.Workspace {
 			return "", fmt.Errorf("%s is not in workspace %s", in.Path, sc.Workspace)
 		}
-		return s.copyArtifacts(ctx, strings.TrimRight(key, "/"), dir)
+		return s.Artifacts.Download(ctx, strings.TrimRight(key, "/"), dir)
 	}
 	return "", fmt.Errorf("cannot fetch %s", in.Path)
 }
@@ -314,50 +313,6 @@ func writeFile(target string, r io.Reader) error {
 		return err
 	}
 	return out.Close()
-}
-
-// copyArtifacts downloads the artifact at key (a file or a folder) to dir
-// and returns the path the command gets.
-func (s *Service) copyArtifacts(ctx context.Context, key, dir string) (string, error) {
-	if r, _, err := s.Artifacts.Open(ctx, key); err == nil {
-		defer r.Close()
-		target := filepath.Join(dir, path.Base(key))
-		return target, writeFile(target, r)
-	}
-	var walk func(prefix, into string) error
-	found := false
-	walk = func(prefix, into string) error {
-		entries, err := s.Artifacts.List(ctx, prefix)
-		if err != nil {
-			return err
-		}
-		for _, e := range entries {
-			if e.IsDir {
-				if err := walk(prefix+"/"+e.Path, filepath.Join(into, e.Path)); err != nil {
-					return err
-				}
-				continue
-			}
-			r, _, err := s.Artifacts.Open(ctx, prefix+"/"+e.Path)
-			if err != nil {
-				return err
-			}
-			err = writeFile(filepath.Join(into, e.Path), r)
-			r.Close()
-			if err != nil {
-				return err
-			}
-			found = true
-		}
-		return nil
-	}
-	if err := walk(key, dir); err != nil {
-		return "", err
-	}
-	if !found {
-		return "", fault.New(fault.NotFound, "no artifacts at %s", key)
-	}
-	return dir, nil
 }
 
 // outcome is how an attempt ended, beyond its processes' statuses.

@@ -14,6 +14,8 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -29,8 +31,11 @@ import (
 	"github.com/plinth-dev/plinth/internal/auth"
 	"github.com/plinth-dev/plinth/internal/buildinfo"
 	"github.com/plinth-dev/plinth/internal/compute"
+	"github.com/plinth-dev/plinth/internal/endpoint"
 	"github.com/plinth-dev/plinth/internal/executor"
 	"github.com/plinth-dev/plinth/internal/executor/local"
+	"github.com/plinth-dev/plinth/internal/fault"
+	"github.com/plinth-dev/plinth/internal/gateway"
 	"github.com/plinth-dev/plinth/internal/jobs"
 	"github.com/plinth-dev/plinth/internal/mlflowapi"
 	"github.com/plinth-dev/plinth/internal/observe"
@@ -118,6 +123,11 @@ type Server struct {
 	Instances  *compute.Instances
 	Jobs       *jobs.Service
 	Executor   executor.Executor
+	Endpoints  *endpoint.Service
+	Controller *endpoint.Controller
+	Snapshots  *endpoint.Publisher
+	Gateway    *gateway.Gateway
+	meter      *gateway.Meter
 	Artifacts  *artifact.Store
 	API        *api.API
 	MLflow     *mlflowapi.API
@@ -248,9 +258,31 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	}
 	metrics := observe.NewMetrics(s.registry)
 
+	// Online endpoints: the control plane (service, controller, route
+	// snapshots) and the in-process gateway that serves from them.
+	s.Endpoints = endpoint.NewService(db, s.Audit, s.Compute, nil)
+	s.Endpoints.Log = log
+	s.Workspaces.AddHolder(s.Endpoints)
+	s.meter = gateway.NewMeter(s.Endpoints.WriteCalls, 1<<16, 500, time.Second, s.registry, log)
+	models := modelResolver{s.Registry}
+	s.Controller = endpoint.NewController(s.Endpoints, s.Executor, s.Artifacts, models, filepath.Join(cfg.DataDir, "replicas"), log, nil)
+	s.Gateway = gateway.New(gateway.Options{Auth: gatewayAuth{s.Auth}, Waker: s.Controller, Meter: s.meter, Registry: s.registry, Log: log})
+	s.Snapshots = endpoint.NewPublisher(s.Endpoints, s.Gateway.Update)
+	s.Endpoints.OnChange(func() { s.Snapshots.Changed(); s.Controller.Kick() })
+	s.Controller.OnChange(s.Snapshots.Changed)
+	s.Controller.SetLoad(func() map[string]endpoint.LoadInfo {
+		out := map[string]endpoint.LoadInfo{}
+		for k, l := range s.Gateway.Load() {
+			out[k] = endpoint.LoadInfo{InFlight: l.InFlight, Queued: l.Queued}
+		}
+		return out
+	})
+	s.API.Endpoints, s.API.Models, s.API.Snapshots = s.Endpoints, models, s.Snapshots
+
 	mux := http.NewServeMux()
 	s.API.Register(mux)
 	s.MLflow.Register(mux)
+	s.Gateway.Register(mux)
 	(&appproxy.Proxy{Auth: s.Auth, Workspaces: s.Workspaces, Instances: s.Instances}).Register(mux)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeStatus(w, http.StatusOK, map[string]any{"status": "ok"})
@@ -329,6 +361,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	s.Jobs.SetTrackingURL(scheme + "://" + ln.Addr().String())
 	s.Instances.SetServerURL(scheme + "://" + ln.Addr().String())
 	go s.Instances.Run(ctx, 5*time.Second)
+	go s.RunEndpoints(ctx)
 	jobsDone := make(chan struct{})
 	go func() {
 		defer close(jobsDone)
@@ -449,4 +482,76 @@ func (k instanceKeys) IssueInstanceKey(ctx context.Context, owner, workspace, in
 func (k instanceKeys) RevokeInstanceKey(ctx context.Context, owner, keyID string) error {
 	_, err := k.auth.RevokeKey(ctx, &auth.Identity{Principal: owner}, keyID)
 	return err
+}
+
+// RunEndpoints runs the endpoint controller, the route snapshot publisher
+// and the gateway's meter until ctx ends (Serve runs it; tests that
+// serve through httptest start it themselves).
+func (s *Server) RunEndpoints(ctx context.Context) {
+	go s.Snapshots.Run(ctx)
+	go s.meter.Run(ctx)
+	s.Controller.Run(ctx)
+}
+
+// gatewayAuth lets platform API keys call endpoints (EndpointsInvoke).
+type gatewayAuth struct{ auth *auth.Service }
+
+func (g gatewayAuth) Authorize(ctx context.Context, token, workspace string) (string, string, error) {
+	id, err := g.auth.Authenticate(ctx, token)
+	if err != nil {
+		return "", "", fmt.Errorf("%w: %v", gateway.ErrUnauthenticated, err)
+	}
+	if !id.Can(auth.EndpointsInvoke, workspace) {
+		return id.Principal, id.KeyID, fmt.Errorf("%w: %s may not call endpoints in %s (needs %s)", gateway.ErrForbidden, id.Principal, workspace, auth.EndpointsInvoke)
+	}
+	return id.Principal, id.KeyID, nil
+}
+
+// modelResolver resolves MLflow model URIs for deployments.
+type modelResolver struct{ reg *registry.Service }
+
+func (m modelResolver) ResolveModel(ctx context.Context, sc compute.Scope, ref string) (string, string, string, error) {
+	tsc := tracking.Scope{WorkspaceID: sc.WorkspaceID, Workspace: sc.Workspace}
+	var v registry.Version
+	var err error
+	switch {
+	case strings.HasPrefix(ref, "azureml:"):
+		name, version, ok := strings.Cut(strings.TrimPrefix(ref, "azureml:"), ":")
+		if !ok {
+			return "", "", "", fault.New(fault.Invalid, "%q: want azureml:<name>:<version>", ref)
+		}
+		v, err = m.reg.GetVersion(ctx, tsc, name, version)
+	case strings.HasPrefix(ref, "models:/"):
+		rest := strings.TrimPrefix(ref, "models:/")
+		if name, alias, ok := strings.Cut(rest, "@"); ok {
+			v, err = m.reg.VersionByAlias(ctx, tsc, name, alias)
+			break
+		}
+		name, which, ok := strings.Cut(rest, "/")
+		if !ok {
+			return "", "", "", fault.New(fault.Invalid, "%q: want models:/<name>/<version|stage> or models:/<name>@<alias>", ref)
+		}
+		if _, perr := strconv.Atoi(which); perr == nil {
+			v, err = m.reg.GetVersion(ctx, tsc, name, which)
+			break
+		}
+		var vs []registry.Version
+		vs, err = m.reg.LatestVersions(ctx, tsc, name, []string{which})
+		if err == nil && len(vs) == 0 {
+			err = fault.New(fault.NotFound, "model %s has no version in stage %s", name, which)
+		}
+		if err == nil {
+			v = vs[0]
+		}
+	default:
+		return "", "", "", fault.New(fault.Invalid, "%q is not a model URI", ref)
+	}
+	if err != nil {
+		return "", "", "", err
+	}
+	loc := v.StorageLocation
+	if loc == "" {
+		loc = v.Source
+	}
+	return v.Name, v.Version, loc, nil
 }

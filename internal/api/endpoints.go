@@ -1,0 +1,212 @@
+package api
+
+import (
+	"context"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/plinth-dev/plinth/internal/auth"
+	"github.com/plinth-dev/plinth/internal/endpoint"
+	"github.com/plinth-dev/plinth/internal/fault"
+	"github.com/plinth-dev/plinth/internal/workspace"
+)
+
+// Online endpoints and their deployments; route snapshots for standalone
+// gateways; usage.
+
+func (a *API) endpointRoutes() []Route {
+	const ep = "/api/v1/workspaces/{ws}/endpoints"
+	return []Route{
+		{Method: "GET", Path: ep, Permission: auth.EndpointsRead, Scoped: true, Summary: "List online endpoints", Handle: a.listEndpoints},
+		{Method: "POST", Path: ep, Permission: auth.EndpointsWrite, Scoped: true, Action: "endpoint.create", Status: http.StatusCreated, Summary: "Create an online endpoint; its keys are returned once", Handle: a.createEndpoint},
+		{Method: "GET", Path: ep + "/{name}", Permission: auth.EndpointsRead, Scoped: true, Summary: "Show an online endpoint with its deployments", Handle: a.getEndpoint},
+		{Method: "PATCH", Path: ep + "/{name}", Permission: auth.EndpointsWrite, Scoped: true, Action: "endpoint.update", Summary: "Change an endpoint's traffic, mirroring, limits, description or tags", Handle: a.updateEndpoint},
+		{Method: "DELETE", Path: ep + "/{name}", Permission: auth.EndpointsWrite, Scoped: true, Action: "endpoint.delete", Status: http.StatusNoContent, Summary: "Delete an endpoint and its deployments", Handle: a.deleteEndpoint},
+		{Method: "POST", Path: ep + "/{name}/keys", Permission: auth.EndpointsWrite, Scoped: true, Action: "endpoint.keys.regenerate", Summary: "Regenerate an endpoint key; the new key is returned once", Handle: a.regenerateKey},
+		{Method: "GET", Path: ep + "/{name}/deployments", Permission: auth.EndpointsRead, Scoped: true, Summary: "List an endpoint's deployments", Handle: a.listDeployments},
+		{Method: "PUT", Path: ep + "/{name}/deployments/{deployment}", Permission: auth.EndpointsWrite, Scoped: true, Action: "deployment.put", Summary: "Create or change a deployment (a change rolls out with surge)", Handle: a.putDeployment},
+		{Method: "GET", Path: ep + "/{name}/deployments/{deployment}", Permission: auth.EndpointsRead, Scoped: true, Summary: "Show a deployment with its replicas", Handle: a.getDeployment},
+		{Method: "DELETE", Path: ep + "/{name}/deployments/{deployment}", Permission: auth.EndpointsWrite, Scoped: true, Action: "deployment.delete", Status: http.StatusNoContent, Summary: "Delete a deployment that takes no traffic", Handle: a.deleteDeployment},
+		{Method: "GET", Path: ep + "/{name}/deployments/{deployment}/history", Permission: auth.EndpointsRead, Scoped: true, Summary: "Who deployed which model version, when", Handle: a.deploymentHistory},
+		{Method: "GET", Path: "/api/v1/gateway/snapshot", Permission: auth.EndpointsRead, Summary: "The gateway's route snapshot, long-polled by standalone gateways", Handle: a.gatewaySnapshot},
+		{Method: "GET", Path: "/api/v1/usage", Permission: auth.Authenticated, Summary: "Endpoint calls and replica cost, grouped, over the workspaces the caller may read usage of", Handle: a.usage},
+	}
+}
+
+func (a *API) listEndpoints(r *http.Request, _ *auth.Identity) (any, error) {
+	sc, err := a.computeScope(r)
+	if err != nil {
+		return nil, err
+	}
+	list, err := a.Endpoints.ListEndpoints(r.Context(), sc)
+	return map[string]any{"endpoints": list}, err
+}
+
+// CreatedEndpoint is an endpoint with its keys, shown once.
+type CreatedEndpoint struct {
+	endpoint.Endpoint
+	Keys endpoint.Keys `json:"keys"`
+}
+
+func (a *API) createEndpoint(r *http.Request, _ *auth.Identity) (any, error) {
+	sc, err := a.computeScope(r)
+	if err != nil {
+		return nil, err
+	}
+	var in endpoint.EndpointInput
+	if err := decode(r, &in); err != nil {
+		return nil, err
+	}
+	e, keys, err := a.Endpoints.CreateEndpoint(r.Context(), sc, in)
+	return CreatedEndpoint{Endpoint: e, Keys: keys}, err
+}
+
+func (a *API) getEndpoint(r *http.Request, _ *auth.Identity) (any, error) {
+	sc, err := a.computeScope(r)
+	if err != nil {
+		return nil, err
+	}
+	return a.Endpoints.GetEndpoint(r.Context(), sc, r.PathValue("name"))
+}
+
+func (a *API) updateEndpoint(r *http.Request, _ *auth.Identity) (any, error) {
+	sc, err := a.computeScope(r)
+	if err != nil {
+		return nil, err
+	}
+	var in endpoint.EndpointInput
+	if err := decode(r, &in); err != nil {
+		return nil, err
+	}
+	return a.Endpoints.UpdateEndpoint(r.Context(), sc, r.PathValue("name"), in)
+}
+
+func (a *API) deleteEndpoint(r *http.Request, _ *auth.Identity) (any, error) {
+	sc, err := a.computeScope(r)
+	if err != nil {
+		return nil, err
+	}
+	return nil, a.Endpoints.DeleteEndpoint(r.Context(), sc, r.PathValue("name"))
+}
+
+func (a *API) regenerateKey(r *http.Request, _ *auth.Identity) (any, error) {
+	sc, err := a.computeScope(r)
+	if err != nil {
+		return nil, err
+	}
+	var in struct {
+		KeyType string `json:"key_type"`
+	}
+	if err := decode(r, &in); err != nil {
+		return nil, err
+	}
+	return a.Endpoints.RegenerateKey(r.Context(), sc, r.PathValue("name"), in.KeyType)
+}
+
+func (a *API) listDeployments(r *http.Request, _ *auth.Identity) (any, error) {
+	sc, err := a.computeScope(r)
+	if err != nil {
+		return nil, err
+	}
+	e, err := a.Endpoints.GetEndpoint(r.Context(), sc, r.PathValue("name"))
+	if err != nil {
+		return nil, err
+	}
+	if e.Deployments == nil {
+		e.Deployments = []endpoint.Deployment{}
+	}
+	return map[string]any{"deployments": e.Deployments}, nil
+}
+
+func (a *API) putDeployment(r *http.Request, _ *auth.Identity) (any, error) {
+	sc, err := a.computeScope(r)
+	if err != nil {
+		return nil, err
+	}
+	var in endpoint.DeploymentSpec
+	if err := decode(r, &in); err != nil {
+		return nil, err
+	}
+	return a.Endpoints.PutDeployment(r.Context(), sc, r.PathValue("name"), r.PathValue("deployment"), in, a.Models)
+}
+
+func (a *API) getDeployment(r *http.Request, _ *auth.Identity) (any, error) {
+	sc, err := a.computeScope(r)
+	if err != nil {
+		return nil, err
+	}
+	return a.Endpoints.GetDeployment(r.Context(), sc, r.PathValue("name"), r.PathValue("deployment"))
+}
+
+func (a *API) deleteDeployment(r *http.Request, _ *auth.Identity) (any, error) {
+	sc, err := a.computeScope(r)
+	if err != nil {
+		return nil, err
+	}
+	return nil, a.Endpoints.DeleteDeployment(r.Context(), sc, r.PathValue("name"), r.PathValue("deployment"))
+}
+
+func (a *API) deploymentHistory(r *http.Request, _ *auth.Identity) (any, error) {
+	sc, err := a.computeScope(r)
+	if err != nil {
+		return nil, err
+	}
+	h, err := a.Endpoints.DeploymentHistory(r.Context(), sc, r.PathValue("name"), r.PathValue("deployment"))
+	return map[string]any{"history": h}, err
+}
+
+func (a *API) gatewaySnapshot(r *http.Request, _ *auth.Identity) (any, error) {
+	var after int64
+	v := r.URL.Query().Get("after")
+	if v == "" {
+		return a.Snapshots.Current(), nil
+	}
+	{
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return nil, fault.InvalidField("after", "must be a snapshot version, not %q", clip(v))
+		}
+		after = n
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 25*time.Second)
+	defer cancel()
+	return a.Snapshots.Wait(ctx, after), nil
+}
+
+func (a *API) usage(r *http.Request, c *auth.Identity) (any, error) {
+	by := r.URL.Query().Get("by")
+	if by == "" {
+		by = "endpoint"
+	}
+	since := time.Now().Add(-24 * time.Hour)
+	if s := r.URL.Query().Get("since"); s != "" {
+		d, err := parseSince(s)
+		if err != nil {
+			return nil, fault.InvalidField("since", "%v", err)
+		}
+		since = time.Now().Add(-d)
+	}
+	var names []string
+	after := ""
+	for {
+		page, next, err := a.Workspaces.List(r.Context(), workspace.ListOptions{After: after, Limit: 1000})
+		if err != nil {
+			return nil, err
+		}
+		for _, w := range page {
+			if c.Can(auth.UsageRead, w.Name) {
+				names = append(names, w.Name)
+			}
+		}
+		if next == "" {
+			break
+		}
+		after = next
+	}
+	if names == nil {
+		names = []string{}
+	}
+	rows, err := a.Endpoints.Usage(r.Context(), by, since, names)
+	return map[string]any{"by": by, "since": since.UTC().Truncate(time.Second), "rows": rows}, err
+}

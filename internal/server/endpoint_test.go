@@ -1,0 +1,220 @@
+package server_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/plinth-dev/plinth/internal/store"
+)
+
+// modelServer is a small model server in Python (any language serves):
+// it answers readiness and liveness on GET, and scores on POST with its
+// deployment's name and a version from its environment.
+const modelServer = `import os, json, http.server
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def reply(self, code, body):
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def do_GET(self):
+        self.reply(200, b'{"status":"ok"}')
+    def do_POST(self):
+        n = int(self.headers.get("Content-Length", 0))
+        req = json.loads(self.rfile.read(n) or b"{}")
+        if req.get("fail"):
+            return self.reply(500, b'{"error":"model failed"}')
+        self.reply(200, json.dumps({"deployment": os.environ["PLINTH_DEPLOYMENT"], "version": os.environ.get("VERSION", ""), "pid": os.getpid()}).encode())
+    def log_message(self, *a):
+        pass
+http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
+`
+
+// startEndpoints runs the endpoint controller and the snapshot publisher
+// for a test server.
+func startEndpoints(t *testing.T, e *env) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); e.srv.RunEndpoints(ctx) }()
+	t.Cleanup(func() {
+		// Replicas are processes: stop them with their deployments.
+		for _, ep := range []string{"fraud"} {
+			e.call("DELETE", "/api/v1/workspaces/default/endpoints/"+ep, e.admin, nil)
+		}
+		deadline := time.Now().Add(20 * time.Second)
+		for time.Now().Before(deadline) {
+			var n int
+			e.srv.DB().Read().QueryRowContext(context.Background(), `SELECT COUNT(*) FROM retired_replicas`).Scan(&n)
+			if n == 0 {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		cancel()
+		<-done
+	})
+}
+
+func score(url, key string, body string) (int, map[string]any, http.Header, error) {
+	req, _ := http.NewRequest("POST", url, strings.NewReader(body))
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, nil, nil, err
+	}
+	defer res.Body.Close()
+	raw, _ := io.ReadAll(res.Body)
+	var out map[string]any
+	json.Unmarshal(raw, &out)
+	return res.StatusCode, out, res.Header, nil
+}
+
+func waitReady(t *testing.T, e *env, dep string, replicas int) {
+	t.Helper()
+	var last resp
+	defer func() {
+		if t.Failed() {
+			t.Logf("last seen: %s", last.raw)
+		}
+	}()
+	waitFor(t, "deployment "+dep+" ready", 60*time.Second, func() bool {
+		r := e.call("GET", "/api/v1/workspaces/default/endpoints/fraud/deployments/"+dep, e.admin, nil)
+		last = r
+		reps, _ := r.body["replicas"].([]any)
+		ready := 0
+		for _, x := range reps {
+			if x.(map[string]any)["state"] == "ready" && x.(map[string]any)["generation"] == r.body["generation"] {
+				ready++
+			}
+		}
+		return r.body["provisioning_state"] == "Succeeded" && ready == replicas && len(reps) == replicas
+	})
+	// The gateway routes from the snapshot the publisher builds next.
+	time.Sleep(300 * time.Millisecond)
+}
+
+// TestEndpointServesAndRollsWithoutErrors deploys a model server behind
+// an endpoint, calls it with the endpoint's keys and a platform key,
+// shifts traffic blue -> green and rolls green to a new version under
+// steady load, and kills a replica under load: no call fails. Usage and
+// the deployment's history record it all.
+func TestEndpointServesAndRollsWithoutErrors(t *testing.T) {
+	e := start(t, store.SQLite)
+	startEndpoints(t, e)
+	script := filepath.Join(t.TempDir(), "serve.py")
+	if err := os.WriteFile(script, []byte(modelServer), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	created := e.must(201, "POST", "/api/v1/workspaces/default/endpoints", e.admin, map[string]any{"name": "fraud"})
+	keys := created.body["keys"].(map[string]any)
+	primary := keys["primary_key"].(string)
+	deployment := func(version string, count int) map[string]any {
+		return map[string]any{"command": "exec python3 " + script, "instance_type": "local-cpu-small", "instance_count": count,
+			"environment_variables": map[string]string{"VERSION": version}, "readiness_probe": map[string]any{"period": 1, "failure_threshold": 20},
+			"request_settings": map[string]any{"max_concurrent_requests_per_instance": 8}}
+	}
+	e.must(200, "PUT", "/api/v1/workspaces/default/endpoints/fraud/deployments/blue", e.admin, deployment("1", 1))
+	waitReady(t, e, "blue", 1)
+	url := e.url + "/endpoints/fraud/score"
+	if code, _, _, _ := score(url, primary, `{}`); code != 404 {
+		t.Fatalf("no deployment has traffic yet: %d", code)
+	}
+	e.must(200, "PATCH", "/api/v1/workspaces/default/endpoints/fraud", e.admin, map[string]any{"traffic": map[string]int{"blue": 100}})
+	time.Sleep(300 * time.Millisecond)
+	code, out, hdr, err := score(url, primary, `{"x": 1}`)
+	if err != nil || code != 200 || out["deployment"] != "blue" || hdr.Get("X-Request-Id") == "" {
+		t.Fatalf("scoring: %v %d %v %v", err, code, out, hdr)
+	}
+	for key, want := range map[string]int{"": 401, "pek_wrong": 401, keys["secondary_key"].(string): 200, e.admin: 200} {
+		if code, _, _, _ := score(url, key, `{}`); code != want {
+			t.Errorf("key %q: %d, want %d", key, code, want)
+		}
+	}
+	if code, _, _, _ := score(e.url+"/endpoints/nope/score", e.admin, `{}`); code != 404 {
+		t.Errorf("unknown endpoint: %d", code)
+	}
+	if code, _, hdr, _ := score(url, primary, `{"fail": true}`); code != 424 {
+		t.Errorf("model error: %d %v", code, hdr)
+	}
+
+	// Steady load from here on: every call must succeed.
+	var failures, calls atomic.Int64
+	var firstFailure atomic.Value
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				code, _, _, err := score(url, primary, `{"x": 2}`)
+				calls.Add(1)
+				if err != nil || code != 200 {
+					failures.Add(1)
+					firstFailure.CompareAndSwap(nil, fmt.Sprintf("%d %v", code, err))
+				}
+			}
+		}()
+	}
+	e.must(200, "PUT", "/api/v1/workspaces/default/endpoints/fraud/deployments/green", e.admin, deployment("1", 1))
+	waitReady(t, e, "green", 1)
+	e.must(200, "PATCH", "/api/v1/workspaces/default/endpoints/fraud", e.admin, map[string]any{"traffic": map[string]int{"blue": 90, "green": 10}})
+	time.Sleep(time.Second)
+	e.must(200, "PATCH", "/api/v1/workspaces/default/endpoints/fraud", e.admin, map[string]any{"traffic": map[string]int{"blue": 0, "green": 100}})
+	// Blue takes no traffic now: it can go (and free its node).
+	e.must(204, "DELETE", "/api/v1/workspaces/default/endpoints/fraud/deployments/blue", e.admin, nil)
+	// Roll green to a new version: the new replica is ready before the
+	// old drains. Then scale it to two (no new generation).
+	e.must(200, "PUT", "/api/v1/workspaces/default/endpoints/fraud/deployments/green", e.admin, deployment("2", 1))
+	waitReady(t, e, "green", 1)
+	e.must(200, "PUT", "/api/v1/workspaces/default/endpoints/fraud/deployments/green", e.admin, deployment("2", 2))
+	waitReady(t, e, "green", 2)
+	waitFor(t, "version 2 to answer", 20*time.Second, func() bool {
+		_, out, _, _ := score(url, primary, `{}`)
+		return out["version"] == "2"
+	})
+	// Kill one of green's two replicas.
+	_, out, _, _ = score(url, primary, `{}`)
+	pid := int(out["pid"].(float64))
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitReady(t, e, "green", 2)
+	close(stop)
+	wg.Wait()
+	if n := failures.Load(); n > 0 {
+		t.Fatalf("%d of %d calls failed during traffic shifts, a rollout and a replica kill; the first: %v", n, calls.Load(), firstFailure.Load())
+	}
+	t.Logf("%d calls, none failed", calls.Load())
+
+	waitFor(t, "usage to be recorded", 10*time.Second, func() bool {
+		r := e.call("GET", "/api/v1/usage?by=deployment&since=1h", e.admin, nil)
+		return strings.Contains(string(r.raw), `"key":"default/fraud/green"`) && strings.Contains(string(r.raw), `"key":"default/fraud/blue"`) &&
+			strings.Contains(string(r.raw), `"replica_seconds"`)
+	})
+	hist := e.must(200, "GET", "/api/v1/workspaces/default/endpoints/fraud/deployments/green/history", e.admin, nil)
+	if !strings.Contains(string(hist.raw), `"change":"update"`) || !strings.Contains(string(hist.raw), `"change":"scale"`) || !strings.Contains(string(hist.raw), `"changed_by":"admin"`) {
+		t.Fatalf("history: %s", hist.raw)
+	}
+}
