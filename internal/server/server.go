@@ -282,7 +282,6 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	mux := http.NewServeMux()
 	s.API.Register(mux)
 	s.MLflow.Register(mux)
-	s.Gateway.Register(mux)
 	(&appproxy.Proxy{Auth: s.Auth, Workspaces: s.Workspaces, Instances: s.Instances}).Register(mux)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeStatus(w, http.StatusOK, map[string]any{"status": "ok"})
@@ -292,7 +291,13 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		writeStatus(w, http.StatusOK, buildinfo.Get())
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{Registry: s.registry}))
-	s.handler = observe.Wrap(mux, metrics, log)
+	// Scoring calls go straight to the gateway, which keeps its own
+	// request ids, access log and metrics: wrapping it again would log
+	// each call twice and cost latency on the hottest path.
+	outer := http.NewServeMux()
+	s.Gateway.Register(outer)
+	outer.Handle("/", observe.Wrap(mux, metrics, log))
+	s.handler = outer
 	s.ready.Store(true)
 	return s, nil
 }
