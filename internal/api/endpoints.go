@@ -9,6 +9,7 @@ import (
 	"github.com/plinth-dev/plinth/internal/auth"
 	"github.com/plinth-dev/plinth/internal/endpoint"
 	"github.com/plinth-dev/plinth/internal/fault"
+	"github.com/plinth-dev/plinth/internal/gateway"
 	"github.com/plinth-dev/plinth/internal/workspace"
 )
 
@@ -30,6 +31,7 @@ func (a *API) endpointRoutes() []Route {
 		{Method: "DELETE", Path: ep + "/{name}/deployments/{deployment}", Permission: auth.EndpointsWrite, Scoped: true, Action: "deployment.delete", Status: http.StatusNoContent, Summary: "Delete a deployment that takes no traffic", Handle: a.deleteDeployment},
 		{Method: "GET", Path: ep + "/{name}/deployments/{deployment}/history", Permission: auth.EndpointsRead, Scoped: true, Summary: "Who deployed which model version, when", Handle: a.deploymentHistory},
 		{Method: "GET", Path: "/api/v1/gateway/snapshot", Permission: auth.EndpointsRead, Summary: "The gateway's route snapshot, long-polled by standalone gateways", Handle: a.gatewaySnapshot},
+		{Method: "POST", Path: "/api/v1/gateway/calls", Permission: auth.EndpointsWrite, MaxBody: 16 << 20, Summary: "Record calls metered by a standalone gateway", Handle: a.recordCalls},
 		{Method: "GET", Path: "/api/v1/usage", Permission: auth.Authenticated, Summary: "Endpoint calls and replica cost, grouped, over the workspaces the caller may read usage of", Handle: a.usage},
 	}
 }
@@ -209,4 +211,17 @@ func (a *API) usage(r *http.Request, c *auth.Identity) (any, error) {
 	}
 	rows, err := a.Endpoints.Usage(r.Context(), by, since, names)
 	return map[string]any{"by": by, "since": since.UTC().Truncate(time.Second), "rows": rows}, err
+}
+
+func (a *API) recordCalls(r *http.Request, _ *auth.Identity) (any, error) {
+	var in struct {
+		Calls []gateway.Record `json:"calls"`
+	}
+	if err := decode(r, &in); err != nil {
+		return nil, err
+	}
+	if len(in.Calls) > 10000 {
+		return nil, fault.InvalidField("calls", "at most 10000 calls per batch, not %d", len(in.Calls))
+	}
+	return map[string]any{"recorded": len(in.Calls)}, a.Endpoints.WriteCalls(r.Context(), in.Calls)
 }
