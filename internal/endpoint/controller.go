@@ -58,8 +58,16 @@ type Controller struct {
 	probeAt  map[string]time.Time // replica id -> next liveness probe
 	fails    map[string]int       // replica id -> consecutive failed probes
 	scale    map[int64]*scaleState
+	// backoff holds a deployment whose replicas keep failing: no new
+	// replica before the time, which doubles with each failure.
+	backoff  map[int64]backoffState
 	onChange func()
 	client   *http.Client
+}
+
+type backoffState struct {
+	until    time.Time
+	failures int
 }
 
 type scaleState struct {
@@ -70,7 +78,7 @@ type scaleState struct {
 // onChange is called after each round that changed what is routable.
 func NewController(svc *Service, exec executor.Executor, arts *artifact.Store, models ModelResolver, dir string, log *slog.Logger, onChange func()) *Controller {
 	return &Controller{svc: svc, exec: exec, artifacts: arts, models: models, dir: dir, log: log, wake: make(chan struct{}, 1),
-		draining: map[string]time.Time{}, probeAt: map[string]time.Time{}, fails: map[string]int{}, scale: map[int64]*scaleState{},
+		draining: map[string]time.Time{}, probeAt: map[string]time.Time{}, fails: map[string]int{}, scale: map[int64]*scaleState{}, backoff: map[int64]backoffState{},
 		onChange: onChange, client: &http.Client{Timeout: 2 * time.Second}}
 }
 
@@ -194,7 +202,8 @@ func (c *Controller) reconcile(ctx context.Context, d deploymentRow, load LoadIn
 			msg := c.lastOutput(ctx, h)
 			c.log.Warn("a replica ended", "endpoint", d.Endpoint, "deployment", d.Name, "replica", r.ID, "exit_code", st.ExitCode, "output", msg)
 			c.stopReplica(ctx, r)
-			c.setState(ctx, d.pk, StateFailed, fmt.Sprintf("replica %s exited (code %d): %s", r.ID, st.ExitCode, msg), r.State == ReplicaReady)
+			wait := c.failed(d.pk)
+			c.setState(ctx, d.pk, StateFailed, fmt.Sprintf("replica %s exited (code %d); retrying in %s; its last output: %s", r.ID, st.ExitCode, wait, msg), r.State == ReplicaReady)
 			changed = changed || r.State == ReplicaReady
 			continue
 		}
@@ -206,7 +215,8 @@ func (c *Controller) reconcile(ctx context.Context, d deploymentRow, load LoadIn
 			} else if limit := time.Duration(d.Spec.Readiness.InitialDelay+d.Spec.Readiness.Period*d.Spec.Readiness.FailureThreshold) * time.Second; now.Sub(r.StartedAt) > limit {
 				msg := c.lastOutput(ctx, h)
 				c.stopReplica(ctx, r)
-				c.setState(ctx, d.pk, StateFailed, fmt.Sprintf("replica %s was not ready after %s (readiness probe %s); its last output: %s", r.ID, limit, d.Spec.Routes.Readiness, msg), false)
+				wait := c.failed(d.pk)
+				c.setState(ctx, d.pk, StateFailed, fmt.Sprintf("replica %s was not ready after %s (readiness probe %s); retrying in %s; its last output: %s", r.ID, limit, d.Spec.Routes.Readiness, wait, msg), false)
 				continue
 			}
 		} else if r.State == ReplicaReady && c.livenessDue(r.ID, d.Spec.Liveness, now) {
@@ -223,13 +233,15 @@ func (c *Controller) reconcile(ctx context.Context, d deploymentRow, load LoadIn
 			current = append(current, r)
 			if r.State == ReplicaReady {
 				ready++
+				c.recovered(d.pk)
 			}
 		} else {
 			old = append(old, r)
 		}
 	}
-	// Start what is missing of the current generation.
-	for i := len(current); i < desired; i++ {
+	// Start what is missing of the current generation (not while a
+	// crashing server is backed off).
+	for i := len(current); i < desired && !c.heldBack(d.pk, now); i++ {
 		r, err := c.startReplica(ctx, d)
 		if err != nil {
 			c.setState(ctx, d.pk, d.State, "waiting: "+errorMessage(err), false)
@@ -525,4 +537,29 @@ func (c *Controller) autoscale(ctx context.Context, d deploymentRow, load LoadIn
 		_, _ = c.svc.exec(ctx, `UPDATE deployments SET desired = ? WHERE pk = ?`, next, d.pk)
 	}
 	return next
+}
+
+// failed records a replica failure of a deployment and returns how long
+// it now waits before the next start: 1 s, doubling to at most 1 minute.
+func (c *Controller) failed(pk int64) time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	b := c.backoff[pk]
+	b.failures++
+	wait := min(time.Second<<min(b.failures-1, 6), time.Minute)
+	b.until = time.Now().Add(wait)
+	c.backoff[pk] = b
+	return wait
+}
+
+func (c *Controller) recovered(pk int64) {
+	c.mu.Lock()
+	delete(c.backoff, pk)
+	c.mu.Unlock()
+}
+
+func (c *Controller) heldBack(pk int64, now time.Time) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return now.Before(c.backoff[pk].until)
 }

@@ -211,7 +211,9 @@ func (s *Service) normalize(sp *DeploymentSpec) error {
 
 func (sp DeploymentSpec) initialDesired() int {
 	if sp.Scale.Type == "target_utilization" {
-		return max(sp.Scale.MinInstances, min(sp.InstanceCount, sp.Scale.MaxInstances))
+		// Demand decides from the minimum up; a scale-to-zero deployment
+		// starts nothing until its first call.
+		return sp.Scale.MinInstances
 	}
 	return sp.InstanceCount
 }

@@ -37,6 +37,9 @@ class H(http.server.BaseHTTPRequestHandler):
         req = json.loads(self.rfile.read(n) or b"{}")
         if req.get("fail"):
             return self.reply(500, b'{"error":"model failed"}')
+        if req.get("sleep"):
+            import time
+            time.sleep(req["sleep"])
         self.reply(200, json.dumps({"deployment": os.environ["PLINTH_DEPLOYMENT"], "version": os.environ.get("VERSION", ""), "pid": os.getpid()}).encode())
     def log_message(self, *a):
         pass
@@ -51,7 +54,7 @@ func startEndpoints(t *testing.T, e *env) {
 	go func() { defer close(done); e.srv.RunEndpoints(ctx) }()
 	t.Cleanup(func() {
 		// Replicas are processes: stop them with their deployments.
-		for _, ep := range []string{"fraud"} {
+		for _, ep := range []string{"fraud", "elastic", "broken"} {
 			e.call("DELETE", "/api/v1/workspaces/default/endpoints/"+ep, e.admin, nil)
 		}
 		deadline := time.Now().Add(20 * time.Second)
@@ -86,6 +89,10 @@ func score(url, key string, body string) (int, map[string]any, http.Header, erro
 }
 
 func waitReady(t *testing.T, e *env, dep string, replicas int) {
+	waitReadyAt(t, e, "fraud", dep, replicas)
+}
+
+func waitReadyAt(t *testing.T, e *env, ep, dep string, replicas int) {
 	t.Helper()
 	var last resp
 	defer func() {
@@ -94,7 +101,7 @@ func waitReady(t *testing.T, e *env, dep string, replicas int) {
 		}
 	}()
 	waitFor(t, "deployment "+dep+" ready", 60*time.Second, func() bool {
-		r := e.call("GET", "/api/v1/workspaces/default/endpoints/fraud/deployments/"+dep, e.admin, nil)
+		r := e.call("GET", "/api/v1/workspaces/default/endpoints/"+ep+"/deployments/"+dep, e.admin, nil)
 		last = r
 		reps, _ := r.body["replicas"].([]any)
 		ready := 0
@@ -217,4 +224,69 @@ func TestEndpointServesAndRollsWithoutErrors(t *testing.T) {
 	if !strings.Contains(string(hist.raw), `"change":"update"`) || !strings.Contains(string(hist.raw), `"change":"scale"`) || !strings.Contains(string(hist.raw), `"changed_by":"admin"`) {
 		t.Fatalf("history: %s", hist.raw)
 	}
+}
+
+// TestEndpointScalesFromZeroAndBack: a scale-to-zero deployment has no
+// replica until the first call, which waits for one; load brings a
+// second; quiet takes it back to none. A server that cannot start leaves
+// a Failed deployment saying why, with its last output.
+func TestEndpointScalesFromZeroAndBack(t *testing.T) {
+	e := start(t, store.SQLite)
+	startEndpoints(t, e)
+	script := filepath.Join(t.TempDir(), "serve.py")
+	if err := os.WriteFile(script, []byte(modelServer), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	keys := e.must(201, "POST", "/api/v1/workspaces/default/endpoints", e.admin, map[string]any{"name": "elastic"}).body["keys"].(map[string]any)
+	e.must(200, "PUT", "/api/v1/workspaces/default/endpoints/elastic/deployments/auto", e.admin, map[string]any{
+		"command": "exec python3 " + script, "instance_type": "local-cpu-small",
+		"scale_settings":   map[string]any{"type": "target_utilization", "min_instances": 0, "max_instances": 2, "target_concurrency": 1, "scale_to_zero": true, "scale_down_window_seconds": 2},
+		"request_settings": map[string]any{"max_queue_wait_ms": 30000, "max_concurrent_requests_per_instance": 4, "request_timeout_ms": 10000},
+		"readiness_probe":  map[string]any{"period": 1, "failure_threshold": 20}})
+	e.must(200, "PATCH", "/api/v1/workspaces/default/endpoints/elastic", e.admin, map[string]any{"traffic": map[string]int{"auto": 100}})
+	replicas := func() int {
+		r := e.call("GET", "/api/v1/workspaces/default/endpoints/elastic/deployments/auto", e.admin, nil)
+		reps, _ := r.body["replicas"].([]any)
+		n := 0
+		for _, x := range reps {
+			if x.(map[string]any)["state"] != "draining" {
+				n++
+			}
+		}
+		return n
+	}
+	time.Sleep(time.Second)
+	if n := replicas(); n != 0 {
+		t.Fatalf("a scale-to-zero deployment started %d replicas before any call", n)
+	}
+	url := e.url + "/endpoints/elastic/score"
+	start := time.Now()
+	code, out, _, err := score(url, keys["primary_key"].(string), `{}`)
+	if err != nil || code != 200 || out["deployment"] != "auto" {
+		t.Fatalf("the first call, from zero: %v %d %v", err, code, out)
+	}
+	t.Logf("first call from zero answered in %s", time.Since(start).Round(time.Millisecond))
+	// Four slow calls at once: two replicas' worth at target_concurrency 1.
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 6 {
+				score(url, keys["primary_key"].(string), `{"sleep": 0.5}`)
+			}
+		}()
+	}
+	waitFor(t, "a second replica under load", 20*time.Second, func() bool { return replicas() == 2 })
+	wg.Wait()
+	waitFor(t, "scale back to zero when quiet", 30*time.Second, func() bool { return replicas() == 0 })
+
+	e.must(201, "POST", "/api/v1/workspaces/default/endpoints", e.admin, map[string]any{"name": "broken"})
+	e.must(200, "PUT", "/api/v1/workspaces/default/endpoints/broken/deployments/bad", e.admin, map[string]any{
+		"command": "echo loading weights; echo out of memory >&2; exit 3", "instance_type": "local-cpu-small"})
+	waitFor(t, "a failing deployment to say why", 20*time.Second, func() bool {
+		r := e.call("GET", "/api/v1/workspaces/default/endpoints/broken/deployments/bad", e.admin, nil)
+		reason, _ := r.body["reason"].(string)
+		return r.body["provisioning_state"] == "Failed" && strings.Contains(reason, "exited (code 3)") && strings.Contains(reason, "out of memory")
+	})
 }
