@@ -480,3 +480,47 @@ func onlyScale(stored string, sp DeploymentSpec) bool {
 	b, _ := json.Marshal(sp)
 	return string(a) == string(b)
 }
+
+// ModelDeployment is a deployment that serves, or served, a model
+// version.
+type ModelDeployment struct {
+	Endpoint   string    `json:"endpoint"`
+	Deployment string    `json:"deployment"`
+	Generation int64     `json:"generation"`
+	DeployedBy string    `json:"deployed_by"`
+	DeployedAt time.Time `json:"deployed_at"`
+	// Current says the deployment still runs this version.
+	Current bool `json:"current"`
+}
+
+// DeploymentsOfModel lists where a model version was deployed in a
+// workspace, most recent first (for lineage and traceability).
+func (s *Service) DeploymentsOfModel(ctx context.Context, workspaceID, model, version string) ([]ModelDeployment, error) {
+	rows, err := s.db.Read().QueryContext(ctx, `SELECT e.name, d.name, h.generation, h.changed_by, h.changed_at, d.generation,
+		COALESCE((SELECT h2.model_version FROM deployment_history h2 WHERE h2.deployment_pk = d.pk AND h2.model_name = ? ORDER BY h2.changed_at DESC LIMIT 1), '')
+		FROM deployment_history h JOIN deployments d ON d.pk = h.deployment_pk JOIN endpoints e ON e.pk = d.endpoint_pk
+		WHERE e.workspace_id = ? AND h.model_name = ? AND h.model_version = ? ORDER BY h.changed_at DESC`, model, workspaceID, model, version)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	seen := map[string]bool{}
+	var out []ModelDeployment
+	for rows.Next() {
+		var m ModelDeployment
+		var at, gen int64
+		var latest string
+		if err := rows.Scan(&m.Endpoint, &m.Deployment, &m.Generation, &m.DeployedBy, &at, &gen, &latest); err != nil {
+			return nil, err
+		}
+		k := m.Endpoint + "/" + m.Deployment
+		if seen[k] {
+			continue
+		}
+		seen[k] = true
+		m.DeployedAt = time.UnixMilli(at).UTC()
+		m.Current = latest == version
+		out = append(out, m)
+	}
+	return out, rows.Err()
+}

@@ -60,6 +60,24 @@ type Graph struct {
 	Edges     []Edge `json:"edges"`
 }
 
+// Deployment is where a model version is (or was) served, as the
+// endpoints' control plane reports it.
+type Deployment struct {
+	Endpoint   string    `json:"endpoint"`
+	Deployment string    `json:"deployment"`
+	Generation int64     `json:"generation"`
+	DeployedBy string    `json:"deployed_by"`
+	DeployedAt time.Time `json:"deployed_at"`
+	Current    bool      `json:"current"`
+}
+
+// DeploymentFinder lists the deployments of a model version in a
+// workspace; registry knows endpoints only through it.
+type DeploymentFinder func(ctx context.Context, workspaceID, model, version string) ([]Deployment, error)
+
+// SetDeploymentFinder connects the endpoints to lineage and traces.
+func (s *Service) SetDeploymentFinder(f DeploymentFinder) { s.deployments = f }
+
 // MaxLineageDepth bounds a lineage query.
 const MaxLineageDepth = 20
 
@@ -300,6 +318,18 @@ func (w *walker) neighbours(n Node, dir string) ([]Node, error) {
 			link(n, r, EdgeInput)
 			out = append(out, r)
 		}
+	case n.Kind == NodeModel && dir == "down" && w.s.deployments != nil:
+		name, version, _ := splitLast(strings.TrimPrefix(n.ID, "model:"))
+		deps, err := w.s.deployments(w.ctx, w.sc.WorkspaceID, name, version)
+		if err != nil {
+			return nil, err
+		}
+		for _, d := range deps {
+			attrs := map[string]string{"deployed_by": d.DeployedBy, "deployed_at": d.DeployedAt.Format(time.RFC3339), "current": strconv.FormatBool(d.Current)}
+			dn := w.add(Node{ID: "deployment:" + d.Endpoint + "/" + d.Deployment, Kind: NodeDeployment, Label: d.Endpoint + "/" + d.Deployment, Attributes: attrs})
+			link(n, dn, EdgeDeployed)
+			out = append(out, dn)
+		}
 	case n.Kind == NodeRun && dir == "down":
 		vs, err := w.s.versions(w.ctx, w.s.db.Read(), `NOT v.deleted AND v.run_id = ? AND v.model_pk IN (SELECT pk FROM registered_models WHERE workspace_id = ?)`,
 			[]any{strings.TrimPrefix(n.ID, "run:"), w.sc.WorkspaceID}, "v.name, v.version", 0, 0)
@@ -355,6 +385,9 @@ type Trace struct {
 	Run          *RunTrace         `json:"run,omitempty"`
 	Datasets     []DataTrace       `json:"datasets"`
 	Tags         map[string]string `json:"tags,omitempty"`
+	// Deployments are where the version is, or was, served: who deployed
+	// it, when (I2).
+	Deployments []Deployment `json:"deployments"`
 }
 
 // RunTrace is what the trace says about the producing run.
@@ -391,7 +424,14 @@ func (s *Service) TraceVersion(ctx context.Context, sc tracking.Scope, name, ver
 		return Trace{}, err
 	}
 	t := Trace{Model: v.Name, Version: v.Version, Stage: v.CurrentStage, Source: v.Source, RegisteredBy: v.UserID,
-		RegisteredAt: v.CreationTime, KeyID: v.KeyID, Datasets: []DataTrace{}}
+		RegisteredAt: v.CreationTime, KeyID: v.KeyID, Datasets: []DataTrace{}, Deployments: []Deployment{}}
+	if s.deployments != nil {
+		deps, err := s.deployments(ctx, sc.WorkspaceID, v.Name, v.Version)
+		if err != nil {
+			return Trace{}, err
+		}
+		t.Deployments = append(t.Deployments, deps...)
+	}
 	if len(v.Tags) > 0 {
 		t.Tags = map[string]string{}
 		for _, tag := range v.Tags {

@@ -82,6 +82,8 @@ type Service struct {
 	artifacts   *artifact.Store
 	dataStore   *artifact.Store
 	storeRegion string
+	// deployments finds where model versions are served (nil: nowhere).
+	deployments DeploymentFinder
 }
 
 // UseArtifacts gives the service the artifact store data versions are

@@ -40,7 +40,8 @@ class H(http.server.BaseHTTPRequestHandler):
         if req.get("sleep"):
             import time
             time.sleep(req["sleep"])
-        self.reply(200, json.dumps({"deployment": os.environ["PLINTH_DEPLOYMENT"], "version": os.environ.get("VERSION", ""), "pid": os.getpid()}).encode())
+        model = sorted(os.listdir(os.environ["AZUREML_MODEL_DIR"])) if "AZUREML_MODEL_DIR" in os.environ else []
+        self.reply(200, json.dumps({"deployment": os.environ["PLINTH_DEPLOYMENT"], "version": os.environ.get("VERSION", ""), "pid": os.getpid(), "model": model}).encode())
     def log_message(self, *a):
         pass
 http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
@@ -184,8 +185,38 @@ func TestEndpointServesAndRollsWithoutErrors(t *testing.T) {
 			}
 		}()
 	}
-	e.must(200, "PUT", "/api/v1/workspaces/default/endpoints/fraud/deployments/green", e.admin, deployment("1", 1))
+	// Green serves a registered model, whose files its replicas get.
+	run := e.must(200, "POST", "/api/2.0/mlflow/runs/create", e.admin, map[string]any{"experiment_id": "0"})
+	info := run.body["run"].(map[string]any)["info"].(map[string]any)
+	art := strings.TrimPrefix(info["artifact_uri"].(string), "mlflow-artifacts:/")
+	e.must(200, "PUT", "/api/2.0/mlflow-artifacts/artifacts/"+art+"/model/MLmodel", e.admin, "flavors: {}\n")
+	e.must(200, "POST", "/api/2.0/mlflow/registered-models/create", e.admin, map[string]any{"name": "fraud"})
+	e.must(200, "POST", "/api/2.0/mlflow/model-versions/create", e.admin, map[string]any{"name": "fraud", "source": "runs:/" + info["run_id"].(string) + "/model"})
+	e.must(200, "POST", "/api/2.0/mlflow/registered-models/alias", e.admin, map[string]any{"name": "fraud", "alias": "champion", "version": "1"})
+	green := deployment("1", 1)
+	green["model"] = "models:/fraud@champion"
+	e.must(200, "PUT", "/api/v1/workspaces/default/endpoints/fraud/deployments/green", e.admin, green)
 	waitReady(t, e, "green", 1)
+	req, _ := http.NewRequest("POST", url, strings.NewReader(`{}`))
+	req.Header.Set("Authorization", "Bearer "+primary)
+	req.Header.Set("x-plinth-deployment", "green")
+	if res, err := http.DefaultClient.Do(req); err != nil {
+		t.Fatal(err)
+	} else {
+		body, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if !strings.Contains(string(body), `"model": ["MLmodel"]`) {
+			t.Fatalf("green's replica has no model files: %d %s", res.StatusCode, body)
+		}
+	}
+	lin := e.must(200, "GET", "/api/v1/workspaces/default/lineage?node=model:fraud:1&direction=down", e.admin, nil)
+	if !edgeIn(lin.body, "model:fraud:1", "deployment:fraud/green", "deployed") {
+		t.Fatalf("lineage lacks the deployment: %s", lin.raw)
+	}
+	trace := e.must(200, "GET", "/api/v1/workspaces/default/models/fraud/versions/1/trace", e.admin, nil)
+	if !strings.Contains(string(trace.raw), `"deployment":"green"`) || !strings.Contains(string(trace.raw), `"deployed_by":"admin"`) {
+		t.Fatalf("the trace lacks the deployment: %s", trace.raw)
+	}
 	e.must(200, "PATCH", "/api/v1/workspaces/default/endpoints/fraud", e.admin, map[string]any{"traffic": map[string]int{"blue": 90, "green": 10}})
 	time.Sleep(time.Second)
 	e.must(200, "PATCH", "/api/v1/workspaces/default/endpoints/fraud", e.admin, map[string]any{"traffic": map[string]int{"blue": 0, "green": 100}})
@@ -193,9 +224,12 @@ func TestEndpointServesAndRollsWithoutErrors(t *testing.T) {
 	e.must(204, "DELETE", "/api/v1/workspaces/default/endpoints/fraud/deployments/blue", e.admin, nil)
 	// Roll green to a new version: the new replica is ready before the
 	// old drains. Then scale it to two (no new generation).
-	e.must(200, "PUT", "/api/v1/workspaces/default/endpoints/fraud/deployments/green", e.admin, deployment("2", 1))
+	green2 := deployment("2", 1)
+	green2["model"] = "models:/fraud@champion"
+	e.must(200, "PUT", "/api/v1/workspaces/default/endpoints/fraud/deployments/green", e.admin, green2)
 	waitReady(t, e, "green", 1)
-	e.must(200, "PUT", "/api/v1/workspaces/default/endpoints/fraud/deployments/green", e.admin, deployment("2", 2))
+	green2["instance_count"] = 2
+	e.must(200, "PUT", "/api/v1/workspaces/default/endpoints/fraud/deployments/green", e.admin, green2)
 	waitReady(t, e, "green", 2)
 	waitFor(t, "version 2 to answer", 20*time.Second, func() bool {
 		_, out, _, _ := score(url, primary, `{}`)

@@ -263,6 +263,14 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	s.Endpoints = endpoint.NewService(db, s.Audit, s.Compute, nil)
 	s.Endpoints.Log = log
 	s.Workspaces.AddHolder(s.Endpoints)
+	s.Registry.SetDeploymentFinder(func(ctx context.Context, wsID, model, version string) ([]registry.Deployment, error) {
+		list, err := s.Endpoints.DeploymentsOfModel(ctx, wsID, model, version)
+		out := make([]registry.Deployment, 0, len(list))
+		for _, d := range list {
+			out = append(out, registry.Deployment(d))
+		}
+		return out, err
+	})
 	s.meter = gateway.NewMeter(s.Endpoints.WriteCalls, 1<<16, 500, time.Second, s.registry, log)
 	models := modelResolver{s.Registry}
 	s.Controller = endpoint.NewController(s.Endpoints, s.Executor, s.Artifacts, models, filepath.Join(cfg.DataDir, "replicas"), log, nil)
