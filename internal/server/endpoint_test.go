@@ -324,3 +324,55 @@ func TestEndpointScalesFromZeroAndBack(t *testing.T) {
 		return r.body["provisioning_state"] == "Failed" && strings.Contains(reason, "exited (code 3)") && strings.Contains(reason, "out of memory")
 	})
 }
+
+// TestEndpointTrafficRules: splits that do not add up, mirrors of live
+// deployments or above 50%, unknown deployments and taken names are
+// refused with the reason; nothing changes.
+func TestEndpointTrafficRules(t *testing.T) {
+	e := start(t, store.SQLite)
+	base := "/api/v1/workspaces/default/endpoints"
+	e.must(201, "POST", base, e.admin, map[string]any{"name": "rules"})
+	for _, d := range []string{"blue", "green"} {
+		e.must(200, "PUT", base+"/rules/deployments/"+d, e.admin, map[string]any{"command": "sleep 600", "instance_type": "local-cpu-small"})
+	}
+	for _, c := range []struct {
+		body map[string]any
+		want string
+	}{
+		{map[string]any{"traffic": map[string]int{"blue": 90, "green": 20}}, "add up to 110"},
+		{map[string]any{"traffic": map[string]int{"red": 100}}, `deployment "red" does not exist`},
+		{map[string]any{"traffic": map[string]int{"blue": 100}, "mirror_traffic": map[string]int{"blue": 10}}, "takes live traffic"},
+		{map[string]any{"traffic": map[string]int{"blue": 100}, "mirror_traffic": map[string]int{"green": 60}}, "not from 0 to 50"},
+		{map[string]any{"auth_mode": "token"}, "cannot change"},
+	} {
+		if r := e.call("PATCH", base+"/rules", e.admin, c.body); r.status != 400 || !strings.Contains(r.errMessage(), c.want) {
+			t.Errorf("%v: %d %s (want 400 %q)", c.body, r.status, r.raw, c.want)
+		}
+	}
+	ok := e.must(200, "PATCH", base+"/rules", e.admin, map[string]any{"traffic": map[string]int{"blue": 100}, "mirror_traffic": map[string]int{"green": 20}})
+	if !strings.Contains(string(ok.raw), `"mirror_traffic":{"green":20}`) {
+		t.Fatalf("a valid split: %s", ok.raw)
+	}
+	if r := e.call("DELETE", base+"/rules/deployments/blue", e.admin, nil); r.status != 409 || !strings.Contains(r.errMessage(), "takes 100% of the traffic") {
+		t.Fatalf("deleting a live deployment: %d %s", r.status, r.raw)
+	}
+	for body, want := range map[string]string{
+		`{"name": "x"}`: "must be 3 to 32 letters",
+		`{"name": "rules"}`: "already exists",
+		`{"name": "ok-name", "auth_mode": "aad"}`: `"aad" is not key or token`,
+	} {
+		r := e.call("POST", base, e.admin, body)
+		if r.status != 400 && r.status != 409 || !strings.Contains(r.errMessage(), want) {
+			t.Errorf("create %s: %d %s (want %q)", body, r.status, r.raw, want)
+		}
+	}
+	if r := e.call("PUT", base+"/rules/deployments/bad", e.admin, map[string]any{"command": "x", "instance_type": "no-such-sku"}); r.status != 400 || !strings.Contains(r.errMessage(), "no-such-sku") {
+		t.Errorf("unknown instance type: %d %s", r.status, r.raw)
+	}
+	if r := e.call("PUT", base+"/rules/deployments/bad", e.admin, map[string]any{"command": "x", "instance_type": "local-cpu-small", "model": "models:/nope/1"}); r.status != 400 || !strings.Contains(r.errMessage(), "nope") {
+		t.Errorf("unknown model: %d %s", r.status, r.raw)
+	}
+	// The replicas of "sleep 600" never get ready; delete it all.
+	e.must(200, "PATCH", base+"/rules", e.admin, map[string]any{"traffic": map[string]int{"blue": 0}, "mirror_traffic": map[string]int{}})
+	e.must(204, "DELETE", base+"/rules", e.admin, nil)
+}
