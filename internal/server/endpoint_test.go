@@ -357,8 +357,8 @@ func TestEndpointTrafficRules(t *testing.T) {
 		t.Fatalf("deleting a live deployment: %d %s", r.status, r.raw)
 	}
 	for body, want := range map[string]string{
-		`{"name": "x"}`: "must be 3 to 32 letters",
-		`{"name": "rules"}`: "already exists",
+		`{"name": "x"}`:                           "must be 3 to 32 letters",
+		`{"name": "rules"}`:                       "already exists",
 		`{"name": "ok-name", "auth_mode": "aad"}`: `"aad" is not key or token`,
 	} {
 		r := e.call("POST", base, e.admin, body)
