@@ -42,6 +42,15 @@ type DeploymentSpec struct {
 	Liveness             Probe             `json:"liveness_probe"`
 	Readiness            Probe             `json:"readiness_probe"`
 	Routes               Routes            `json:"routes"`
+	// DataCollector samples calls (request and response bodies) into the
+	// artifact store for model monitoring; off unless sampling_rate > 0.
+	DataCollector DataCollector `json:"data_collector"`
+}
+
+// DataCollector is Azure ML's data collector, reduced to its sampling
+// rate (0 to 1).
+type DataCollector struct {
+	SamplingRate float64 `json:"sampling_rate"`
 }
 
 // ScaleSettings: "default" keeps instance_count replicas;
@@ -202,6 +211,9 @@ func (s *Service) normalize(sp *DeploymentSpec) error {
 		if p.InitialDelay < 0 || p.Period < 0 || p.Timeout < 0 || p.FailureThreshold < 0 {
 			return fault.InvalidField("probe", "probe settings cannot be negative")
 		}
+	}
+	if sp.DataCollector.SamplingRate < 0 || sp.DataCollector.SamplingRate > 1 {
+		return fault.InvalidField("data_collector.sampling_rate", "must be from 0 to 1")
 	}
 	if sp.Model != "" && !strings.HasPrefix(sp.Model, "models:/") && !strings.HasPrefix(sp.Model, "azureml:") {
 		return fault.InvalidField("model", "%q: name a registered model as models:/<name>/<version>, models:/<name>@<alias>, models:/<name>/<stage> or azureml:<name>:<version>", clip(sp.Model))

@@ -47,7 +47,8 @@ func (s *Service) BuildSnapshot(ctx context.Context) (*gateway.Snapshot, error) 
 				RequestTimeout:           time.Duration(d.Spec.Request.RequestTimeoutMS) * time.Millisecond,
 				MaxConcurrentPerInstance: d.Spec.Request.MaxConcurrentRequestsPerInstance,
 				MaxQueueWait:             time.Duration(d.Spec.Request.MaxQueueWaitMS) * time.Millisecond,
-				ScaleToZero:              d.Spec.Scale.Type == "target_utilization" && d.Spec.Scale.ScaleToZero}
+				ScaleToZero:              d.Spec.Scale.Type == "target_utilization" && d.Spec.Scale.ScaleToZero,
+				CaptureSampleRate:        d.Spec.DataCollector.SamplingRate}
 			for _, r := range d.Replicas {
 				if r.State == ReplicaReady && r.Addr != "" {
 					gd.Replicas = append(gd.Replicas, gateway.Replica{ID: r.ID, Addr: r.Addr})

@@ -176,11 +176,11 @@ func TestEndpointServesAndRollsWithoutErrors(t *testing.T) {
 					return
 				default:
 				}
-				code, _, _, err := score(url, primary, `{"x": 2}`)
+				code, out, _, err := score(url, primary, `{"x": 2}`)
 				calls.Add(1)
 				if err != nil || code != 200 {
 					failures.Add(1)
-					firstFailure.CompareAndSwap(nil, fmt.Sprintf("%d %v", code, err))
+					firstFailure.CompareAndSwap(nil, fmt.Sprintf("%d %v %v at %s", code, err, out, time.Now().Format("15:04:05.000")))
 				}
 			}
 		}()
@@ -195,6 +195,7 @@ func TestEndpointServesAndRollsWithoutErrors(t *testing.T) {
 	e.must(200, "POST", "/api/2.0/mlflow/registered-models/alias", e.admin, map[string]any{"name": "fraud", "alias": "champion", "version": "1"})
 	green := deployment("1", 1)
 	green["model"] = "models:/fraud@champion"
+	green["data_collector"] = map[string]any{"sampling_rate": 1}
 	e.must(200, "PUT", "/api/v1/workspaces/default/endpoints/fraud/deployments/green", e.admin, green)
 	waitReady(t, e, "green", 1)
 	req, _ := http.NewRequest("POST", url, strings.NewReader(`{}`))
@@ -208,6 +209,15 @@ func TestEndpointServesAndRollsWithoutErrors(t *testing.T) {
 		if !strings.Contains(string(body), `"model": ["MLmodel"]`) {
 			t.Fatalf("green's replica has no model files: %d %s", res.StatusCode, body)
 		}
+	}
+	// Green samples every call into the artifact store.
+	var captured []string
+	waitFor(t, "a captured call of green", 10*time.Second, func() bool {
+		captured, _ = filepath.Glob(filepath.Join(e.dataDir, "artifacts", ".plinth-capture", "default", "fraud", "green", "*", "*", "*", "*", "*.json"))
+		return len(captured) > 0
+	})
+	if b, _ := os.ReadFile(captured[0]); !strings.Contains(string(b), `"request":"{}"`) || !strings.Contains(string(b), `MLmodel`) {
+		t.Fatalf("a captured call: %s", b)
 	}
 	lin := e.must(200, "GET", "/api/v1/workspaces/default/lineage?node=model:fraud:1&direction=down", e.admin, nil)
 	if !edgeIn(lin.body, "model:fraud:1", "deployment:fraud/green", "deployed") {
@@ -238,6 +248,7 @@ func TestEndpointServesAndRollsWithoutErrors(t *testing.T) {
 	// Kill one of green's two replicas.
 	_, out, _, _ = score(url, primary, `{}`)
 	pid := int(out["pid"].(float64))
+	t.Logf("killing replica pid %d at %s", pid, time.Now().Format("15:04:05.000"))
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}

@@ -4,6 +4,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -274,7 +275,18 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	s.meter = gateway.NewMeter(s.Endpoints.WriteCalls, 1<<16, 500, time.Second, s.registry, log)
 	models := modelResolver{s.Registry}
 	s.Controller = endpoint.NewController(s.Endpoints, s.Executor, s.Artifacts, models, filepath.Join(cfg.DataDir, "replicas"), log, nil)
-	s.Gateway = gateway.New(gateway.Options{Auth: gatewayAuth{s.Auth}, Waker: s.Controller, Meter: s.meter, Registry: s.registry, Log: log})
+	captured := s.Artifacts.Private("capture")
+	s.Gateway = gateway.New(gateway.Options{Auth: gatewayAuth{s.Auth}, Waker: s.Controller, Meter: s.meter, Registry: s.registry, Log: log,
+		Capture: func(ctx context.Context, r gateway.Record, req, resp []byte) {
+			// One JSON document per sampled call, by deployment and hour,
+			// where the artifact routes cannot change it.
+			doc, _ := json.Marshal(map[string]any{"time": r.Time, "request_id": r.RequestID, "status": r.Status, "latency_ms": r.Latency.Milliseconds(),
+				"principal": r.Principal, "replica": r.Replica, "request": string(req), "response": string(resp)})
+			key := fmt.Sprintf("%s/%s/%s/%s/%s.json", r.Workspace, r.Endpoint, r.Deployment, r.Time.UTC().Format("2006/01/02/15"), r.RequestID)
+			if _, err := captured.Put(ctx, key, bytes.NewReader(doc)); err != nil {
+				log.Warn("capturing an endpoint call", "endpoint", r.Endpoint, "error", err)
+			}
+		}})
 	s.Snapshots = endpoint.NewPublisher(s.Endpoints, s.Gateway.Update)
 	s.Endpoints.OnChange(func() { s.Snapshots.Changed(); s.Controller.Kick() })
 	s.Controller.OnChange(s.Snapshots.Changed)
