@@ -74,6 +74,7 @@ type API struct {
 	Endpoints  *endpoint.Service
 	Models     endpoint.ModelResolver
 	Snapshots  *endpoint.Publisher
+	Controller *endpoint.Controller
 	Audit      *audit.Log
 	Log        *slog.Logger
 	// OpenAPI is the served document, already encoded as JSON.

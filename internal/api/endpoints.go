@@ -29,6 +29,7 @@ func (a *API) endpointRoutes() []Route {
 		{Method: "PUT", Path: ep + "/{name}/deployments/{deployment}", Permission: auth.EndpointsWrite, Scoped: true, Action: "deployment.put", Summary: "Create or change a deployment (a change rolls out with surge)", Handle: a.putDeployment},
 		{Method: "GET", Path: ep + "/{name}/deployments/{deployment}", Permission: auth.EndpointsRead, Scoped: true, Summary: "Show a deployment with its replicas", Handle: a.getDeployment},
 		{Method: "DELETE", Path: ep + "/{name}/deployments/{deployment}", Permission: auth.EndpointsWrite, Scoped: true, Action: "deployment.delete", Status: http.StatusNoContent, Summary: "Delete a deployment that takes no traffic", Handle: a.deleteDeployment},
+		{Method: "GET", Path: ep + "/{name}/deployments/{deployment}/logs", Permission: auth.EndpointsRead, Scoped: true, Summary: "A replica's output, live with follow=true", Handle: a.deploymentLogs},
 		{Method: "GET", Path: ep + "/{name}/deployments/{deployment}/history", Permission: auth.EndpointsRead, Scoped: true, Summary: "Who deployed which model version, when", Handle: a.deploymentHistory},
 		{Method: "GET", Path: "/api/v1/gateway/snapshot", Permission: auth.EndpointsRead, Summary: "The gateway's route snapshot, long-polled by standalone gateways", Handle: a.gatewaySnapshot},
 		{Method: "POST", Path: "/api/v1/gateway/calls", Permission: auth.EndpointsWrite, MaxBody: 16 << 20, Summary: "Record calls metered by a standalone gateway", Handle: a.recordCalls},
@@ -224,4 +225,22 @@ func (a *API) recordCalls(r *http.Request, _ *auth.Identity) (any, error) {
 		return nil, fault.InvalidField("calls", "at most 10000 calls per batch, not %d", len(in.Calls))
 	}
 	return map[string]any{"recorded": len(in.Calls)}, a.Endpoints.WriteCalls(r.Context(), in.Calls)
+}
+
+func (a *API) deploymentLogs(r *http.Request, _ *auth.Identity) (any, error) {
+	sc, err := a.computeScope(r)
+	if err != nil {
+		return nil, err
+	}
+	follow := false
+	if f := r.URL.Query().Get("follow"); f != "" {
+		if follow, err = strconv.ParseBool(f); err != nil {
+			return nil, fault.InvalidField("follow", "must be true or false, not %q", clip(f))
+		}
+	}
+	body, err := a.Controller.Logs(r.Context(), sc, r.PathValue("name"), r.PathValue("deployment"), r.URL.Query().Get("replica"), follow)
+	if err != nil {
+		return nil, err
+	}
+	return streamResponse{body: body}, nil
 }

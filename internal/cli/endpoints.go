@@ -182,7 +182,33 @@ func newEndpointCmd(g *globals) *cobra.Command {
 	}
 	regen.Flags().StringVar(&which, "key-type", "primary", "primary or secondary")
 	keys.AddCommand(regen)
-	cmd.AddCommand(create, list, show, del, invoke, traffic, mirror, keys)
+	var upRate, upTeamRate int
+	var upDesc string
+	update := &cobra.Command{
+		Use: "update NAME", Short: "Change an endpoint's rate limits or description", Args: exactArgs(1, "NAME"),
+		RunE: g.withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
+			var in endpoint.EndpointInput
+			f := cmd.Flags()
+			if f.Changed("rate-limit") {
+				in.RateLimit = &upRate
+			}
+			if f.Changed("team-rate-limit") {
+				in.TeamRateLimit = &upTeamRate
+			}
+			if f.Changed("description") {
+				in.Description = &upDesc
+			}
+			e, err := c.UpdateEndpoint(cmd.Context(), ws, args[0], in)
+			if err != nil {
+				return err
+			}
+			return g.printResult(e, func() [][]string { return rows([]endpoint.Endpoint{e}) })
+		}),
+	}
+	update.Flags().IntVar(&upRate, "rate-limit", 0, "requests per minute per caller key (0: none)")
+	update.Flags().IntVar(&upTeamRate, "team-rate-limit", 0, "requests per minute for the team (0: none)")
+	update.Flags().StringVar(&upDesc, "description", "", "description")
+	cmd.AddCommand(create, list, show, update, del, invoke, traffic, mirror, keys)
 	return cmd
 }
 
@@ -304,7 +330,17 @@ func newDeploymentCmd(g *globals) *cobra.Command {
 			})
 		}),
 	}
-	cmd.AddCommand(put("create -f FILE", "Create a deployment from a YAML file"), put("update -f FILE", "Change a deployment (rolled out with surge)"), show, list, del, history)
+	var follow bool
+	var replica string
+	logs := &cobra.Command{
+		Use: "logs NAME --endpoint E", Short: "Print a replica's output; -f follows it", Args: exactArgs(1, "NAME"),
+		RunE: g.withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
+			return c.DeploymentLogs(cmd.Context(), ws, ep, args[0], replica, follow, g.stdout)
+		}),
+	}
+	logs.Flags().BoolVarP(&follow, "follow", "f", false, "follow the output")
+	logs.Flags().StringVar(&replica, "replica", "", "which replica (default: the newest ready one)")
+	cmd.AddCommand(put("create -f FILE", "Create a deployment from a YAML file"), put("update -f FILE", "Change a deployment (rolled out with surge)"), show, list, del, history, logs)
 	return cmd
 }
 

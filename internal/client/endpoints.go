@@ -2,9 +2,11 @@ package client
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 
 	"github.com/plinth-dev/plinth/internal/endpoint"
 )
@@ -117,4 +119,29 @@ func (c *Client) Usage(ctx context.Context, by, since string) (map[string]any, e
 	var out map[string]any
 	err := c.Do(ctx, "GET", "/api/v1/usage", url.Values{"by": {by}, "since": {since}}, nil, &out)
 	return out, err
+}
+
+// DeploymentLogs copies a replica's output to w (the newest ready one
+// when replica is ""); with follow, until it ends.
+func (c *Client) DeploymentLogs(ctx context.Context, ws, ep, name, replica string, follow bool, w io.Writer) error {
+	q := url.Values{"follow": {strconv.FormatBool(follow)}}
+	if replica != "" {
+		q.Set("replica", replica)
+	}
+	req, err := http.NewRequestWithContext(ctx, "GET", c.BaseURL+endpointPath(ws, ep)+"/deployments/"+esc(name)+"/logs?"+q.Encode(), nil)
+	if err != nil {
+		return err
+	}
+	c.authorize(req)
+	resp, err := c.transfer().Do(req)
+	if err != nil {
+		return fmt.Errorf("cannot reach Plinth at %s: %w", c.BaseURL, unwrapURLError(err))
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		return errorFrom(resp, data)
+	}
+	_, err = io.Copy(w, resp.Body)
+	return err
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/plinth-dev/plinth/internal/artifact"
 	"github.com/plinth-dev/plinth/internal/compute"
 	"github.com/plinth-dev/plinth/internal/executor"
+	"github.com/plinth-dev/plinth/internal/fault"
 	"github.com/plinth-dev/plinth/internal/id"
 	"github.com/plinth-dev/plinth/internal/store"
 )
@@ -562,4 +563,37 @@ func (c *Controller) heldBack(pk int64, now time.Time) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return now.Before(c.backoff[pk].until)
+}
+
+// Logs returns the output of a deployment's replica (the newest ready
+// one when replica is ""), following it when asked.
+func (c *Controller) Logs(ctx context.Context, sc compute.Scope, endpoint, deployment, replica string, follow bool) (io.ReadCloser, error) {
+	d, err := c.svc.GetDeployment(ctx, sc, endpoint, deployment)
+	if err != nil {
+		return nil, err
+	}
+	var pick *Replica
+	for i := range d.Replicas {
+		r := &d.Replicas[i]
+		switch {
+		case replica != "" && r.ID == replica:
+			pick = r
+		case replica == "" && (pick == nil || r.State == ReplicaReady || pick.State != ReplicaReady):
+			pick = r
+		}
+	}
+	if pick == nil {
+		if replica != "" {
+			return nil, fault.New(fault.NotFound, "deployment %s has no replica %s", deployment, clip(replica))
+		}
+		return nil, fault.New(fault.NotFound, "deployment %s has no replicas now (reason: %s)", deployment, orNone(d.Reason))
+	}
+	return c.exec.Logs(ctx, c.handleOf(*pick), executor.LogOptions{Follow: follow})
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "none"
+	}
+	return s
 }

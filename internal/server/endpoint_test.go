@@ -265,6 +265,9 @@ func TestEndpointServesAndRollsWithoutErrors(t *testing.T) {
 		return strings.Contains(string(r.raw), `"key":"default/fraud/green"`) && strings.Contains(string(r.raw), `"key":"default/fraud/blue"`) &&
 			strings.Contains(string(r.raw), `"replica_seconds"`)
 	})
+	if r := e.call("GET", "/api/v1/workspaces/default/endpoints/fraud/deployments/green/logs", e.admin, nil); r.status != 200 {
+		t.Fatalf("a replica's logs: %d %s", r.status, r.raw)
+	}
 	hist := e.must(200, "GET", "/api/v1/workspaces/default/endpoints/fraud/deployments/green/history", e.admin, nil)
 	if !strings.Contains(string(hist.raw), `"change":"update"`) || !strings.Contains(string(hist.raw), `"change":"scale"`) || !strings.Contains(string(hist.raw), `"changed_by":"admin"`) {
 		t.Fatalf("history: %s", hist.raw)

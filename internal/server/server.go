@@ -297,7 +297,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		}
 		return out
 	})
-	s.API.Endpoints, s.API.Models, s.API.Snapshots = s.Endpoints, models, s.Snapshots
+	s.API.Endpoints, s.API.Models, s.API.Snapshots, s.API.Controller = s.Endpoints, models, s.Snapshots, s.Controller
 
 	mux := http.NewServeMux()
 	s.API.Register(mux)
