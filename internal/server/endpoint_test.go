@@ -249,10 +249,33 @@ func TestEndpointServesAndRollsWithoutErrors(t *testing.T) {
 	_, out, _, _ = score(url, primary, `{}`)
 	pid := int(out["pid"].(float64))
 	t.Logf("killing replica pid %d at %s", pid, time.Now().Format("15:04:05.000"))
+	readyIDs := func() map[string]bool {
+		r := e.call("GET", "/api/v1/workspaces/default/endpoints/fraud/deployments/green", e.admin, nil)
+		ids := map[string]bool{}
+		reps, _ := r.body["replicas"].([]any)
+		for _, x := range reps {
+			if m := x.(map[string]any); m["state"] == "ready" {
+				ids[m["id"].(string)] = true
+			}
+		}
+		return ids
+	}
+	before := readyIDs()
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	waitReady(t, e, "green", 2)
+	// The dead replica is replaced by a new one, which gets ready.
+	waitFor(t, "the killed replica to be replaced", 60*time.Second, func() bool {
+		now := readyIDs()
+		fresh := 0
+		for id := range now {
+			if !before[id] {
+				fresh++
+			}
+		}
+		return len(now) == 2 && fresh == 1
+	})
+	time.Sleep(500 * time.Millisecond)
 	close(stop)
 	wg.Wait()
 	if n := failures.Load(); n > 0 {
@@ -265,6 +288,19 @@ func TestEndpointServesAndRollsWithoutErrors(t *testing.T) {
 		return strings.Contains(string(r.raw), `"key":"default/fraud/green"`) && strings.Contains(string(r.raw), `"key":"default/fraud/blue"`) &&
 			strings.Contains(string(r.raw), `"replica_seconds"`)
 	})
+	metrics := e.call("GET", "/metrics", "", nil)
+	for _, want := range []string{`plinth_endpoint_replicas_desired{deployment="green",endpoint="fraud",workspace="default"} 2`,
+		`plinth_endpoint_replicas_ready{deployment="green",endpoint="fraud",workspace="default"} 2`} {
+		if !strings.Contains(string(metrics.raw), want) {
+			var lines []string
+			for _, l := range strings.Split(string(metrics.raw), "\n") {
+				if strings.Contains(l, "replicas") {
+					lines = append(lines, l)
+				}
+			}
+			t.Errorf("/metrics lacks %s: %s", want, strings.Join(lines, "\n"))
+		}
+	}
 	if r := e.call("GET", "/api/v1/workspaces/default/endpoints/fraud/deployments/green/logs", e.admin, nil); r.status != 200 {
 		t.Fatalf("a replica's logs: %d %s", r.status, r.raw)
 	}

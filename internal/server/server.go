@@ -264,6 +264,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	s.Endpoints = endpoint.NewService(db, s.Audit, s.Compute, nil)
 	s.Endpoints.Log = log
 	s.Workspaces.AddHolder(s.Endpoints)
+	s.registry.MustRegister(endpoint.NewCollector(s.Endpoints))
 	s.Registry.SetDeploymentFinder(func(ctx context.Context, wsID, model, version string) ([]registry.Deployment, error) {
 		list, err := s.Endpoints.DeploymentsOfModel(ctx, wsID, model, version)
 		out := make([]registry.Deployment, 0, len(list))
