@@ -10,7 +10,6 @@ import (
 	"github.com/plinth-dev/plinth/internal/endpoint"
 	"github.com/plinth-dev/plinth/internal/fault"
 	"github.com/plinth-dev/plinth/internal/gateway"
-	"github.com/plinth-dev/plinth/internal/workspace"
 )
 
 // Online endpoints and their deployments; route snapshots for standalone
@@ -190,25 +189,13 @@ func (a *API) usage(r *http.Request, c *auth.Identity) (any, error) {
 		}
 		since = time.Now().Add(-d)
 	}
-	var names []string
-	after := ""
-	for {
-		page, next, err := a.Workspaces.List(r.Context(), workspace.ListOptions{After: after, Limit: 1000})
-		if err != nil {
-			return nil, err
-		}
-		for _, w := range page {
-			if c.Can(auth.UsageRead, w.Name) {
-				names = append(names, w.Name)
-			}
-		}
-		if next == "" {
-			break
-		}
-		after = next
+	ws, err := a.usageWorkspaces(r, c)
+	if err != nil {
+		return nil, err
 	}
-	if names == nil {
-		names = []string{}
+	names := make([]string, 0, len(ws))
+	for _, w := range ws {
+		names = append(names, w.Name)
 	}
 	rows, err := a.Endpoints.Usage(r.Context(), by, since, names)
 	return map[string]any{"by": by, "since": since.UTC().Truncate(time.Second), "rows": rows}, err

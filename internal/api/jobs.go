@@ -315,26 +315,13 @@ func (a *API) cost(r *http.Request, c *auth.Identity) (any, error) {
 		}
 		since = time.Now().Add(-d)
 	}
-	// Only the workspaces whose usage the caller may read.
-	var ids []string
-	after := ""
-	for {
-		page, next, err := a.Workspaces.List(r.Context(), workspace.ListOptions{After: after, Limit: 1000})
-		if err != nil {
-			return nil, err
-		}
-		for _, w := range page {
-			if c.Can(auth.UsageRead, w.Name) {
-				ids = append(ids, w.ID)
-			}
-		}
-		if next == "" {
-			break
-		}
-		after = next
+	ws, err := a.usageWorkspaces(r, c)
+	if err != nil {
+		return nil, err
 	}
-	if ids == nil {
-		ids = []string{}
+	ids := make([]string, 0, len(ws))
+	for _, w := range ws {
+		ids = append(ids, w.ID)
 	}
 	rep := CostReport{By: by, Since: since.UTC().Truncate(time.Second)}
 	switch by {
@@ -374,4 +361,26 @@ func parseSince(s string) (time.Duration, error) {
 		return 0, errors.New("want a duration such as 7d, 24h or 90m")
 	}
 	return d, nil
+}
+
+// usageWorkspaces lists the workspaces whose usage and cost the caller
+// may read (usage.read): reports cover those and no others.
+func (a *API) usageWorkspaces(r *http.Request, c *auth.Identity) ([]workspace.Workspace, error) {
+	var out []workspace.Workspace
+	after := ""
+	for {
+		page, next, err := a.Workspaces.List(r.Context(), workspace.ListOptions{After: after, Limit: 1000})
+		if err != nil {
+			return nil, err
+		}
+		for _, w := range page {
+			if c.Can(auth.UsageRead, w.Name) {
+				out = append(out, w)
+			}
+		}
+		if next == "" {
+			return out, nil
+		}
+		after = next
+	}
 }

@@ -2,7 +2,6 @@ package client
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -128,20 +127,5 @@ func (c *Client) DeploymentLogs(ctx context.Context, ws, ep, name, replica strin
 	if replica != "" {
 		q.Set("replica", replica)
 	}
-	req, err := http.NewRequestWithContext(ctx, "GET", c.BaseURL+endpointPath(ws, ep)+"/deployments/"+esc(name)+"/logs?"+q.Encode(), nil)
-	if err != nil {
-		return err
-	}
-	c.authorize(req)
-	resp, err := c.transfer().Do(req)
-	if err != nil {
-		return fmt.Errorf("cannot reach Plinth at %s: %w", c.BaseURL, unwrapURLError(err))
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-		return errorFrom(resp, data)
-	}
-	_, err = io.Copy(w, resp.Body)
-	return err
+	return c.stream(ctx, endpointPath(ws, ep)+"/deployments/"+esc(name)+"/logs", q, w)
 }

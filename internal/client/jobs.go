@@ -209,8 +209,12 @@ func (c *Client) CancelJob(ctx context.Context, ws, id string) (jobs.Job, error)
 
 // JobLogs copies a job's output to w; with follow, until the job ends.
 func (c *Client) JobLogs(ctx context.Context, ws, id string, follow bool, w io.Writer) error {
-	u := c.BaseURL + wsPath(ws) + "/jobs/" + esc(id) + "/logs?follow=" + strconv.FormatBool(follow)
-	req, err := http.NewRequestWithContext(ctx, "GET", u, nil)
+	return c.stream(ctx, wsPath(ws)+"/jobs/"+esc(id)+"/logs", url.Values{"follow": {strconv.FormatBool(follow)}}, w)
+}
+
+// stream copies a plain-text answer to w as it arrives (logs).
+func (c *Client) stream(ctx context.Context, path string, q url.Values, w io.Writer) error {
+	req, err := http.NewRequestWithContext(ctx, "GET", c.BaseURL+path+"?"+q.Encode(), nil)
 	if err != nil {
 		return err
 	}

@@ -101,7 +101,7 @@ func (c *Controller) Kick() {
 // gateway calls it with the first request).
 func (c *Controller) Wake(workspace, endpoint, deployment string) {
 	go func() {
-		_, _ = c.svc.exec(context.Background(), `UPDATE deployments SET desired = 1 WHERE desired = 0 AND name = ? AND endpoint_pk IN
+		_, _ = c.svc.db.Exec(context.Background(), `UPDATE deployments SET desired = 1 WHERE desired = 0 AND name = ? AND endpoint_pk IN
 			(SELECT e.pk FROM endpoints e JOIN workspaces w ON w.id = e.workspace_id WHERE w.name = ? AND e.name = ?)`, deployment, workspace, endpoint)
 		c.Kick()
 	}()
@@ -210,7 +210,7 @@ func (c *Controller) reconcile(ctx context.Context, d deploymentRow, load LoadIn
 		}
 		if r.State == ReplicaStarting {
 			if c.probe(ctx, r.Addr, d.Spec.Routes.Readiness, d.Spec.Readiness) {
-				_, _ = c.svc.exec(ctx, `UPDATE replicas SET state = ?, ready_at = ? WHERE id = ?`, ReplicaReady, now.UnixMilli(), r.ID)
+				_, _ = c.svc.db.Exec(ctx, `UPDATE replicas SET state = ?, ready_at = ? WHERE id = ?`, ReplicaReady, now.UnixMilli(), r.ID)
 				r.State = ReplicaReady
 				changed = true
 			} else if limit := time.Duration(d.Spec.Readiness.InitialDelay+d.Spec.Readiness.Period*d.Spec.Readiness.FailureThreshold) * time.Second; now.Sub(r.StartedAt) > limit {
@@ -283,7 +283,7 @@ func (c *Controller) drainDeadline(id string) (time.Time, bool) {
 // drain takes a replica out of the routes now and stops it once requests
 // already sent to it have had time to finish.
 func (c *Controller) drain(ctx context.Context, r Replica, d deploymentRow) {
-	_, _ = c.svc.exec(ctx, `UPDATE replicas SET state = ? WHERE id = ?`, ReplicaDraining, r.ID)
+	_, _ = c.svc.db.Exec(ctx, `UPDATE replicas SET state = ? WHERE id = ?`, ReplicaDraining, r.ID)
 	c.mu.Lock()
 	c.draining[r.ID] = time.Now().Add(c.drainTime(d))
 	c.mu.Unlock()
@@ -353,7 +353,7 @@ func (c *Controller) lastOutput(ctx context.Context, h executor.Handle) string {
 }
 
 func (c *Controller) setState(ctx context.Context, pk int64, state, reason string, _ bool) {
-	_, _ = c.svc.exec(ctx, `UPDATE deployments SET state = ?, reason = ? WHERE pk = ? AND (state <> ? OR reason <> ?)`, state, reason, pk, state, reason)
+	_, _ = c.svc.db.Exec(ctx, `UPDATE deployments SET state = ?, reason = ? WHERE pk = ? AND (state <> ? OR reason <> ?)`, state, reason, pk, state, reason)
 }
 
 // startReplica brings up one replica: a metered node, the model's files
@@ -485,7 +485,7 @@ func (c *Controller) stopRetired(ctx context.Context) (int, error) {
 	rows.Close()
 	for _, r := range list {
 		c.stopReplica(ctx, r)
-		_, _ = c.svc.exec(ctx, `DELETE FROM retired_replicas WHERE id = ?`, r.ID)
+		_, _ = c.svc.db.Exec(ctx, `DELETE FROM retired_replicas WHERE id = ?`, r.ID)
 	}
 	return len(list), nil
 }
@@ -499,7 +499,7 @@ func (c *Controller) autoscale(ctx context.Context, d deploymentRow, load LoadIn
 	sc := d.Spec.Scale
 	if sc.Type != "target_utilization" {
 		if d.Desired != d.Spec.InstanceCount {
-			_, _ = c.svc.exec(ctx, `UPDATE deployments SET desired = ? WHERE pk = ?`, d.Spec.InstanceCount, d.pk)
+			_, _ = c.svc.db.Exec(ctx, `UPDATE deployments SET desired = ? WHERE pk = ?`, d.Spec.InstanceCount, d.pk)
 		}
 		return d.Spec.InstanceCount
 	}
@@ -535,7 +535,7 @@ func (c *Controller) autoscale(ctx context.Context, d deploymentRow, load LoadIn
 	c.mu.Unlock()
 	if next != d.Desired {
 		c.log.Info("autoscaling a deployment", "endpoint", d.Endpoint, "deployment", d.Name, "from", d.Desired, "to", next, "in_flight", load.InFlight, "queued", load.Queued)
-		_, _ = c.svc.exec(ctx, `UPDATE deployments SET desired = ? WHERE pk = ?`, next, d.pk)
+		_, _ = c.svc.db.Exec(ctx, `UPDATE deployments SET desired = ? WHERE pk = ?`, next, d.pk)
 	}
 	return next
 }

@@ -432,17 +432,3 @@ func sortedNames[V any](m map[string]V) []string {
 	sort.Strings(out)
 	return out
 }
-
-// exec runs one statement in its own transaction.
-func (s *Service) exec(ctx context.Context, query string, args ...any) (int64, error) {
-	var n int64
-	err := s.db.Tx(ctx, func(tx store.Querier) error {
-		res, err := tx.ExecContext(ctx, query, args...)
-		if err != nil {
-			return err
-		}
-		n, _ = res.RowsAffected()
-		return nil
-	})
-	return n, err
-}

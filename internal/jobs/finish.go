@@ -27,7 +27,7 @@ const tailLines = 5
 // and the job ends (Completed, Failed, Canceled) or is queued again when
 // it failed with retries left.
 func (s *Service) finish(ctx context.Context, j Job, statuses []executor.Status, out outcome) {
-	if _, err := s.exec(ctx, `UPDATE jobs SET status = ? WHERE id = ?`, StatusFinalizing, j.ID); err != nil {
+	if _, err := s.DB.Exec(ctx, `UPDATE jobs SET status = ? WHERE id = ?`, StatusFinalizing, j.ID); err != nil {
 		s.Log.Error("finalizing job", "job", j.Name, "error", err)
 	}
 	_, tsc := s.scopes(j)

@@ -227,7 +227,7 @@ func (s *Service) start(ctx context.Context, j *Job) error {
 		j.handles = append(j.handles, h)
 	}
 	raw, _ := json.Marshal(j.handles)
-	if _, err := s.exec(ctx, `UPDATE jobs SET status = ?, handles = ? WHERE id = ?`, StatusRunning, string(raw), j.ID); err != nil {
+	if _, err := s.DB.Exec(ctx, `UPDATE jobs SET status = ?, handles = ? WHERE id = ?`, StatusRunning, string(raw), j.ID); err != nil {
 		return err
 	}
 	j.Status = StatusRunning

@@ -342,17 +342,3 @@ func (s *Service) scaleClusters(ctx context.Context, clusters map[int64]*compute
 	}
 	return nil
 }
-
-// exec runs one statement in its own transaction.
-func (s *Service) exec(ctx context.Context, query string, args ...any) (int64, error) {
-	var n int64
-	err := s.DB.Tx(ctx, func(tx store.Querier) error {
-		res, err := tx.ExecContext(ctx, query, args...)
-		if err != nil {
-			return err
-		}
-		n, _ = res.RowsAffected()
-		return nil
-	})
-	return n, err
-}

@@ -357,7 +357,7 @@ func (s *Service) PutDataChunk(ctx context.Context, sc tracking.Scope, name, id 
 			for _, p := range append(strings.Fields(parts), key) {
 				_ = s.dataStore.Delete(context.WithoutCancel(ctx), p)
 			}
-			if _, err := s.exec(ctx, `UPDATE data_upload_files SET received = 0, hash_state = '', parts = '' WHERE upload_id = ? AND idx = ? AND received = ?`,
+			if _, err := s.db.Exec(ctx, `UPDATE data_upload_files SET received = 0, hash_state = '', parts = '' WHERE upload_id = ? AND idx = ? AND received = ?`,
 				id, index, offset); err != nil {
 				return f, err
 			}
@@ -371,14 +371,14 @@ func (s *Service) PutDataChunk(ctx context.Context, sc tracking.Scope, name, id 
 		discard()
 		return f, err
 	}
-	res, err := s.exec(ctx, `UPDATE data_upload_files SET received = ?, hash_state = ?, parts = ?, done = ?, sha256 = ?
+	changedRows, err := s.db.Exec(ctx, `UPDATE data_upload_files SET received = ?, hash_state = ?, parts = ?, done = ?, sha256 = ?
 		WHERE upload_id = ? AND idx = ? AND received = ? AND NOT done`,
 		received, base64.StdEncoding.EncodeToString(st), strings.TrimSpace(parts+" "+key), done, sum, id, index, offset)
 	if err != nil {
 		discard()
 		return f, fmt.Errorf("recording upload progress: %w", err)
 	}
-	if n, _ := res.RowsAffected(); n != 1 {
+	if changedRows != 1 {
 		discard()
 		return f, fault.New(fault.FailedPrecondition, "file %s: another request stored this chunk meanwhile; ask for the upload's progress and resume from there", clipText(f.Path))
 	}
@@ -562,7 +562,7 @@ func (s *Service) PruneDataUploads(ctx context.Context, before time.Time) (int, 
 	}
 	n := 0
 	for _, st := range list {
-		if _, err := s.exec(ctx, `DELETE FROM data_uploads WHERE id = ?`, st.id); err != nil {
+		if _, err := s.db.Exec(ctx, `DELETE FROM data_uploads WHERE id = ?`, st.id); err != nil {
 			return n, err
 		}
 		if err := s.dataStore.Delete(ctx, st.key); err != nil {

@@ -93,17 +93,6 @@ func (s *Service) UseArtifacts(st *artifact.Store, region string) {
 	s.artifacts, s.dataStore, s.storeRegion = st, st.Private("data"), region
 }
 
-// exec runs one statement in a transaction of its own.
-func (s *Service) exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
-	var res sql.Result
-	err := s.db.Tx(ctx, func(tx store.Querier) error {
-		var err error
-		res, err = tx.ExecContext(ctx, query, args...)
-		return err
-	})
-	return res, err
-}
-
 // NewService returns a Service; now nil means time.Now.
 func NewService(db *store.DB, log *audit.Log, tr *tracking.Service, now func() time.Time) *Service {
 	if now == nil {

@@ -293,6 +293,21 @@ func (db *DB) Tx(ctx context.Context, fn func(tx Querier) error) (err error) {
 	return nil
 }
 
+// Exec runs one statement in a transaction of its own and returns how
+// many rows it changed.
+func (db *DB) Exec(ctx context.Context, query string, args ...any) (int64, error) {
+	var n int64
+	err := db.Tx(ctx, func(tx Querier) error {
+		res, err := tx.ExecContext(ctx, query, args...)
+		if err != nil {
+			return err
+		}
+		n, _ = res.RowsAffected()
+		return nil
+	})
+	return n, err
+}
+
 // rebind turns ? placeholders into PostgreSQL's $n. A ? inside a string
 // literal, a quoted identifier or a -- comment is left alone.
 func rebind(d Dialect, query string) string {
