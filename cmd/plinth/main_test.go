@@ -15,6 +15,7 @@ import (
 	"github.com/rogpeppe/go-internal/testscript"
 
 	"github.com/plinth-dev/plinth/internal/cli"
+	"github.com/plinth-dev/plinth/internal/client"
 )
 
 // TestMain lets the test binary stand in for the plinth binary, so the
@@ -82,6 +83,33 @@ func TestScripts(t *testing.T) {
 				ts.Stdout().Write(out)
 				if (res.StatusCode != 200) != neg {
 					ts.Fatalf("%s %s: %s %s", args[0], args[1], res.Status, out)
+				}
+			},
+			// waitdeployment ENDPOINT DEPLOYMENT: wait up to 60s for a
+			// deployment of the default workspace to be Succeeded.
+			"waitdeployment": func(ts *testscript.TestScript, neg bool, args []string) {
+				if len(args) != 2 {
+					ts.Fatalf("usage: waitdeployment ENDPOINT DEPLOYMENT")
+				}
+				var creds struct {
+					Current  string                       `json:"current"`
+					Profiles map[string]map[string]string `json:"profiles"`
+				}
+				if err := json.Unmarshal([]byte(ts.ReadFile(filepath.Join(ts.Getenv("PLINTH_CONFIG_DIR"), "credentials.json"))), &creds); err != nil {
+					ts.Fatalf("credentials file: %v", err)
+				}
+				p := creds.Profiles[creds.Current]
+				c := client.New(p["url"], p["key"])
+				deadline := time.Now().Add(60 * time.Second)
+				for {
+					d, err := c.GetDeployment(context.Background(), "default", args[0], args[1])
+					if err == nil && d.State == "Succeeded" {
+						return
+					}
+					if time.Now().After(deadline) {
+						ts.Fatalf("deployment %s/%s not ready within 60s: %+v %v", args[0], args[1], d, err)
+					}
+					time.Sleep(200 * time.Millisecond)
 				}
 			},
 			// runid VAR FILE: set VAR to the first run_id in FILE.
