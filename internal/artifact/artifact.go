@@ -388,7 +388,7 @@ func (s *Store) Download(ctx context.Context, key, dir string) (string, error) {
 	if r, _, err := s.Open(ctx, key); err == nil {
 		defer r.Close()
 		target := filepath.Join(dir, path.Base(key))
-		return target, writeLocal(target, r)
+		return target, WriteFile(target, r)
 	}
 	found := false
 	var walk func(prefix, into string) error
@@ -408,7 +408,7 @@ func (s *Store) Download(ctx context.Context, key, dir string) (string, error) {
 			if err != nil {
 				return err
 			}
-			err = writeLocal(filepath.Join(into, e.Path), r)
+			err = WriteFile(filepath.Join(into, e.Path), r)
 			r.Close()
 			if err != nil {
 				return err
@@ -426,7 +426,8 @@ func (s *Store) Download(ctx context.Context, key, dir string) (string, error) {
 	return dir, nil
 }
 
-func writeLocal(target string, r io.Reader) error {
+// WriteFile streams r into a local file, making its directory.
+func WriteFile(target string, r io.Reader) error {
 	if err := os.MkdirAll(filepath.Dir(target), 0o755); err != nil {
 		return err
 	}

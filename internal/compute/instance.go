@@ -299,34 +299,16 @@ func (m *Instances) Start(ctx context.Context, sc Scope, name string) (Target, e
 // fits checks that the executor has room for the instance's node and the
 // workspace's quota allows it, and picks the GPUs the node will hold.
 func (m *Instances) fits(ctx context.Context, sc Scope, t Target) ([]string, error) {
-	caps := m.exec.Capabilities()
-	free := [2]int64{int64(caps.CPUs), caps.MemoryBytes}
-	held := map[string]bool{}
 	clusters, err := m.svc.Clusters(ctx, m.svc.db.Read())
 	if err != nil {
 		return nil, err
 	}
-	for _, c := range clusters {
-		for _, n := range c.Nodes {
-			if sku, ok := m.svc.skus.Lookup(n.SKU); ok {
-				free[0] -= int64(sku.VCPUs)
-				free[1] -= sku.MemoryBytes
-			}
-			for _, g := range n.GPUs {
-				held[g] = true
-			}
-		}
-	}
-	var gpus []string
-	for _, g := range caps.GPUs {
-		if id := fmt.Sprint(g.Index); !held[id] && len(gpus) < t.SKU.GPUs {
-			gpus = append(gpus, id)
-		}
-	}
-	if int64(t.SKU.VCPUs) > free[0] || t.SKU.MemoryBytes > free[1] || len(gpus) < t.SKU.GPUs {
+	free := m.svc.FreeCapacity(m.exec.Capabilities(), clusters)
+	if !free.Fits(t.SKU) {
 		return nil, fault.New(fault.ResourceExhausted, "no capacity for a %s node now (%d vCPUs, %d GPUs free); stop another instance or wait for jobs to end",
-			t.SKU.Name, max(free[0], 0), len(caps.GPUs)-len(held))
+			t.SKU.Name, max(free.VCPUs, 0), len(free.GPUs))
 	}
+	gpus := free.GPUs[:t.SKU.GPUs]
 	limits, err := m.svc.QuotaLimits(ctx, m.svc.db.Read())
 	if err != nil {
 		return nil, err

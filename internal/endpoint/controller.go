@@ -425,22 +425,12 @@ func (c *Controller) startReplica(ctx context.Context, d deploymentRow) (Replica
 
 // fits checks the executor has room for one more node of the SKU.
 func (c *Controller) fits(ctx context.Context, sku compute.SKU) error {
-	caps := c.exec.Capabilities()
-	free := [2]int64{int64(caps.CPUs), caps.MemoryBytes}
 	clusters, err := c.svc.compute.Clusters(ctx, c.svc.db.Read())
 	if err != nil {
 		return err
 	}
-	for _, cl := range clusters {
-		for _, n := range cl.Nodes {
-			if s, ok := c.svc.compute.SKUs().Lookup(n.SKU); ok {
-				free[0] -= int64(s.VCPUs)
-				free[1] -= s.MemoryBytes
-			}
-		}
-	}
-	if int64(sku.VCPUs) > free[0] || sku.MemoryBytes > free[1] {
-		return fmt.Errorf("no capacity for another %s replica (%d vCPUs free)", sku.Name, max(free[0], 0))
+	if free := c.svc.compute.FreeCapacity(c.exec.Capabilities(), clusters); !free.Fits(sku) {
+		return fmt.Errorf("no capacity for another %s replica (%d vCPUs free)", sku.Name, max(free.VCPUs, 0))
 	}
 	return nil
 }

@@ -17,7 +17,6 @@ import (
 	"fmt"
 	"log/slog"
 	"regexp"
-	"sort"
 	"time"
 
 	"github.com/plinth-dev/plinth/internal/audit"
@@ -422,13 +421,4 @@ func (s *Service) DeleteResourcesIn(ctx context.Context, tx store.Querier, works
 	}
 	_, err := tx.ExecContext(ctx, `DELETE FROM endpoints WHERE workspace_id = ?`, workspaceID)
 	return err
-}
-
-func sortedNames[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }

@@ -140,37 +140,24 @@ func (s *Service) Usage(ctx context.Context, by string, since time.Time, workspa
 			r.MeanLatencyMS /= float64(r.Requests)
 		}
 	}
-	// Replica up-time: node usage of compute "endpoint:<endpoint>/<deployment>".
-	now := time.Now().UnixMilli()
-	urows, err := s.db.Read().QueryContext(ctx, `SELECT workspace, team, compute, started_at, COALESCE(ended_at, ?), price_per_hour FROM node_usage
-		WHERE compute LIKE 'endpoint:%' AND COALESCE(ended_at, ?) > ?`, now, now, since.UnixMilli())
+	// Replica up-time: the nodes of compute "endpoint:<endpoint>/<deployment>".
+	spans, err := s.compute.Usage(ctx, "endpoint:", since)
 	if err != nil {
 		return nil, err
 	}
-	defer urows.Close()
-	for urows.Next() {
-		var ws, team, comp string
-		var start, end int64
-		var price float64
-		if err := urows.Scan(&ws, &team, &comp, &start, &end, &price); err != nil {
-			return nil, err
-		}
-		if workspaces != nil && !allowed[ws] {
+	for _, u := range spans {
+		if workspaces != nil && !allowed[u.Workspace] {
 			continue
 		}
-		ep, dep, _ := strings.Cut(strings.TrimPrefix(comp, "endpoint:"), "/")
-		secs := float64(end-max(start, since.UnixMilli())) / 1000
-		if secs <= 0 {
-			continue
-		}
-		r := row(keyOf(ws, team, ep, dep))
-		r.ReplicaSeconds += secs
-		r.Cost += price * secs / 3600
+		ep, dep, _ := strings.Cut(strings.TrimPrefix(u.Compute, "endpoint:"), "/")
+		r := row(keyOf(u.Workspace, u.Team, ep, dep))
+		r.ReplicaSeconds += u.Seconds
+		r.Cost += u.Cost
 	}
 	out := make([]UsageRow, 0, len(acc))
 	for _, r := range acc {
 		out = append(out, *r)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
-	return out, urows.Err()
+	return out, nil
 }

@@ -3,7 +3,6 @@ package jobs
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"io/fs"
@@ -259,11 +258,12 @@ func (s *Service) keepOutputs(ctx context.Context, j Job, sc tracking.Scope, art
 }
 
 func (s *Service) workspaceRegions(ctx context.Context, ds *registry.DataScope) error {
-	var allowed string
-	if err := s.DB.Read().QueryRowContext(ctx, `SELECT region, allowed_regions FROM workspaces WHERE id = ?`, ds.WorkspaceID).Scan(&ds.Region, &allowed); err != nil {
+	w, err := s.Workspaces.ByID(ctx, ds.WorkspaceID)
+	if err != nil {
 		return err
 	}
-	return json.Unmarshal([]byte(allowed), &ds.AllowedRegions)
+	ds.Region, ds.AllowedRegions = w.Region, w.AllowedRegions
+	return nil
 }
 
 func firstNonEmpty(a, b string) string {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -12,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/plinth-dev/plinth/internal/artifact"
 	"github.com/plinth-dev/plinth/internal/audit"
 	"github.com/plinth-dev/plinth/internal/compute"
 	"github.com/plinth-dev/plinth/internal/executor"
@@ -186,7 +186,7 @@ func (s *Service) start(ctx context.Context, j *Job) error {
 		return fmt.Errorf("issuing the run's token: %w", err)
 	}
 	sku, _ := s.Compute.SKUs().Lookup(j.InstanceType)
-	gpusByNode, err := s.nodeGPUs(ctx, j.Nodes)
+	gpusByNode, err := s.Compute.NodeGPUs(ctx, j.Nodes)
 	if err != nil {
 		return err
 	}
@@ -232,20 +232,6 @@ func (s *Service) start(ctx context.Context, j *Job) error {
 	}
 	j.Status = StatusRunning
 	return nil
-}
-
-func (s *Service) nodeGPUs(ctx context.Context, nodes []string) (map[string][]string, error) {
-	out := map[string][]string{}
-	for _, n := range nodes {
-		var gpus string
-		if err := s.DB.Read().QueryRowContext(ctx, `SELECT gpus FROM compute_nodes WHERE id = ?`, n).Scan(&gpus); err != nil {
-			return nil, fmt.Errorf("node %s: %w", n, err)
-		}
-		if gpus != "" {
-			out[n] = strings.Split(gpus, ",")
-		}
-	}
-	return out, nil
 }
 
 // fetchInput makes a data input available at dir and returns the path the
@@ -297,22 +283,7 @@ func (s *Service) copyDataFile(ctx context.Context, sc tracking.Scope, v registr
 		return err
 	}
 	defer r.Close()
-	return writeFile(target, r)
-}
-
-func writeFile(target string, r io.Reader) error {
-	if err := os.MkdirAll(filepath.Dir(target), 0o755); err != nil {
-		return err
-	}
-	out, err := os.Create(target)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, r); err != nil {
-		out.Close()
-		return err
-	}
-	return out.Close()
+	return artifact.WriteFile(target, r)
 }
 
 // outcome is how an attempt ended, beyond its processes' statuses.

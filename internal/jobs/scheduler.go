@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 
@@ -111,18 +110,10 @@ func (s *Service) Pass(ctx context.Context) error {
 		return err
 	}
 	st := &PlanState{Now: now, Targets: map[string]*PlanTarget{}, StarveAfter: s.StarveAfter, QuotaUsed: map[QuotaKey]Quota{}, Quotas: map[QuotaKey]Quota{}}
-	free := s.executorTotal()
-	heldGPUs := map[string]bool{}
+	capacity := s.Compute.FreeCapacity(s.Executor.Capabilities(), clusters)
+	free := Amount{VCPUs: capacity.VCPUs, MemoryBytes: capacity.MemoryBytes, GPUs: len(capacity.GPUs)}
 	byKey := map[string]*compute.ClusterState{}
 	for _, c := range clusters {
-		for _, n := range c.Nodes {
-			if sku, ok := s.Compute.SKUs().Lookup(n.SKU); ok {
-				free = free.minus(amountOf(sku))
-			}
-			for _, g := range n.GPUs {
-				heldGPUs[g] = true
-			}
-		}
 		if c.Kind != compute.KindCluster {
 			continue
 		}
@@ -176,7 +167,7 @@ func (s *Service) Pass(ctx context.Context) error {
 		byID[q.ID] = q
 	}
 	SortQueue(st.Queue)
-	freeGPUs := s.freeGPUs(heldGPUs)
+	freeGPUs := capacity.GPUs
 	decisions := Plan(st)
 	// Why each job waits, written in one transaction: a pass over a long
 	// queue must not cost a commit per job.
@@ -223,18 +214,6 @@ func targetSKU(t *PlanTarget, c *compute.ClusterState) string {
 		return c.SKU.Name
 	}
 	return t.Key[strings.LastIndex(t.Key, "/")+1:]
-}
-
-// freeGPUs lists the executor's GPUs no node holds.
-func (s *Service) freeGPUs(held map[string]bool) []string {
-	var out []string
-	for _, g := range s.Executor.Capabilities().GPUs {
-		id := strconv.Itoa(g.Index)
-		if !held[id] {
-			out = append(out, id)
-		}
-	}
-	return out
 }
 
 // place starts a job's attempt on its nodes.
@@ -312,25 +291,24 @@ func (s *Service) scaleClusters(ctx context.Context, clusters map[int64]*compute
 			if up <= c.Min || compute.NodeIdleFor(n, now) < time.Duration(c.IdleSeconds)*time.Second {
 				break
 			}
-			if err := s.DB.Tx(ctx, func(tx store.Querier) error {
-				// Only while still idle: a pass may have just given it a job.
-				var job string
-				if err := tx.QueryRowContext(ctx, `SELECT job_id FROM compute_nodes WHERE id = ?`+store.ForUpdate(tx), n.ID).Scan(&job); err != nil || job != "" {
-					return err
-				}
-				return s.Compute.StopNode(ctx, tx, n.ID)
-			}); err != nil {
+			// Only while still idle: a pass may have just given it a job.
+			stopped, err := s.Compute.StopIfIdle(ctx, n.ID)
+			if err != nil {
 				return err
+			}
+			if !stopped {
+				continue
 			}
 			s.Log.Info("scaled down an idle node", "compute", c.Name, "node", n.ID, "idle", compute.NodeIdleFor(n, now).Round(time.Second))
 			up--
 		}
 		for up < c.Min && amountOf(c.SKU).fits(free) && c.SKU.GPUs == 0 {
-			sc := compute.Scope{WorkspaceID: c.WorkspaceID}
+			w, err := s.Workspaces.ByID(ctx, c.WorkspaceID)
+			if err != nil {
+				return err
+			}
+			sc := compute.Scope{WorkspaceID: w.ID, Workspace: w.Name, Team: w.Team}
 			if err := s.DB.Tx(ctx, func(tx store.Querier) error {
-				if err := tx.QueryRowContext(ctx, `SELECT name, team FROM workspaces WHERE id = ?`, c.WorkspaceID).Scan(&sc.Workspace, &sc.Team); err != nil {
-					return err
-				}
 				_, err := s.Compute.StartNode(ctx, tx, sc, c.PK, c.Name, c.SKU, c.Spot, nil, "")
 				return err
 			}); err != nil {

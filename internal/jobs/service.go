@@ -21,6 +21,7 @@ import (
 	"github.com/plinth-dev/plinth/internal/registry"
 	"github.com/plinth-dev/plinth/internal/store"
 	"github.com/plinth-dev/plinth/internal/tracking"
+	"github.com/plinth-dev/plinth/internal/workspace"
 )
 
 // Job statuses, as Azure ML names them.
@@ -99,6 +100,10 @@ type Deps struct {
 	Tokens    RunTokens
 	Artifacts *artifact.Store
 	Executor  executor.Executor
+	// Workspaces finds a workspace's name, team and regions by id.
+	Workspaces interface {
+		ByID(ctx context.Context, id string) (workspace.Workspace, error)
+	}
 	// WorkDir holds the jobs' working directories (code, inputs, outputs).
 	WorkDir string
 	Log     *slog.Logger

@@ -227,7 +227,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		log.Info("job CPU and memory limits are not enforced by cgroups", "reason", caps.CgroupReason)
 	}
 	s.Jobs = jobs.NewService(jobs.Deps{DB: db, Audit: s.Audit, Tracking: s.Tracking, Registry: s.Registry, Compute: s.Compute, Tokens: s.Auth,
-		Artifacts: s.Artifacts, Executor: s.Executor, WorkDir: filepath.Join(cfg.DataDir, "jobs"), Log: log})
+		Artifacts: s.Artifacts, Executor: s.Executor, Workspaces: s.Workspaces, WorkDir: filepath.Join(cfg.DataDir, "jobs"), Log: log})
 	s.Workspaces.AddHolder(s.Jobs)
 	s.Instances = compute.NewInstances(s.Compute, s.Executor, instanceKeys{s.Auth}, cfg.DataDir, log)
 

@@ -526,3 +526,13 @@ func (s *Service) Delete(ctx context.Context, name string, force bool) error {
 	}
 	return nil
 }
+
+// ByID returns a workspace by id, for background work that holds ids
+// (a scheduler pass, a job's end).
+func (s *Service) ByID(ctx context.Context, id string) (Workspace, error) {
+	w, err := scan(s.db.Read().QueryRowContext(ctx, `SELECT `+columns+` FROM workspaces WHERE id = ?`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return w, fault.New(fault.NotFound, "workspace with id %q not found", id)
+	}
+	return w, err
+}
