@@ -64,6 +64,14 @@
 //     Authorization, api-key and Cookie headers are never forwarded;
 //     X-Forwarded-For, -Host, -Proto and x-request-id are set. The response
 //     names the deployment in x-plinth-deployment and azureml-model-deployment.
+//     Replicas are called over HTTP/1.1 by the gateway's own client
+//     (upstream.go), which sends and reads on the call's goroutine over a
+//     pool of keep-alive connections per replica; net/http's Transport cost
+//     a third of the gateway's CPU in goroutine hand-offs (docs/benchmarks.md).
+//     A pooled connection the replica closed while idle is noticed before
+//     reuse (idle over a second) or when the call fails on it before any
+//     answer, and the call goes out again on a new connection to the same
+//     replica without counting as a replica failure.
 //
 // # Timeouts, errors and retries
 //

@@ -2,11 +2,9 @@ package gateway
 
 import (
 	"context"
-	"crypto/tls"
 	"io"
 	"log/slog"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"strconv"
 	"sync"
@@ -77,19 +75,19 @@ const (
 // Gateway is the data plane handler. Create it with New, give it
 // snapshots with Update or Follow, and serve it with Register or Server.
 type Gateway struct {
-	auth      Authenticator
-	waker     Waker
-	meter     *Meter
-	log       *slog.Logger
-	maxBody   int64
-	capture   func(ctx context.Context, r Record, req, resp []byte)
-	now       func() time.Time
-	intn      func(int) int
-	float     func() float64
-	transport *http.Transport
-	limiter   *limiter
-	metrics   *metrics
-	unknown   *labels // series of calls to no known endpoint
+	auth    Authenticator
+	waker   Waker
+	meter   *Meter
+	log     *slog.Logger
+	maxBody int64
+	capture func(ctx context.Context, r Record, req, resp []byte)
+	now     func() time.Time
+	intn    func(int) int
+	float   func() float64
+	up      *upstream
+	limiter *limiter
+	metrics *metrics
+	unknown *labels // series of calls to no known endpoint
 
 	mirrorSem  chan struct{}
 	captureSem chan struct{}
@@ -138,18 +136,7 @@ func New(o Options) *Gateway {
 	if ct <= 0 {
 		ct = DefaultConnectTimeout
 	}
-	dialer := &net.Dialer{Timeout: ct, KeepAlive: 30 * time.Second}
-	g.transport = &http.Transport{
-		Proxy:               nil, // replicas are reached directly, never through HTTP_PROXY
-		DialContext:         dialer.DialContext,
-		MaxIdleConnsPerHost: 1024,
-		IdleConnTimeout:     90 * time.Second,
-		DisableCompression:  true, // pass Accept-Encoding and Content-Encoding through untouched
-		ForceAttemptHTTP2:   false,
-		TLSNextProto:        map[string]func(string, *tls.Conn) http.RoundTripper{},
-		WriteBufferSize:     32 << 10,
-		ReadBufferSize:      32 << 10,
-	}
+	g.up = newUpstream(ct)
 	g.metrics = newMetrics(o.Registry, g)
 	g.unknown = g.metrics.labelsFor("", "", "")
 	g.table.Store(&table{snap: &Snapshot{}, byWS: map[string]map[string]*endpoint{}, next: make(chan struct{})})
@@ -240,7 +227,7 @@ func (g *Gateway) Server(addr string) *http.Server {
 
 // Close closes idle connections to replicas.
 func (g *Gateway) Close() {
-	g.transport.CloseIdleConnections()
+	g.up.closeIdle()
 }
 
 // Follow keeps the gateway's snapshot current (standalone mode): fetch

@@ -11,8 +11,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/httptrace"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -44,11 +44,7 @@ const (
 const StatusClientClosed = 499
 
 var (
-	errModelTimeout = errors.New("request_timeout_ms exceeded")
 	jsonContentType = []string{"application/json"}
-	protoHTTP       = []string{"http"}
-	protoHTTPS      = []string{"https"}
-	mirrorTrue      = []string{"true"}
 	wwwAuthenticate = []string{`Bearer realm="plinth"`}
 )
 
@@ -185,7 +181,7 @@ func (g *Gateway) serve(c *call) {
 	c.rt = rt
 	defer rt.st.inflight.Add(-1)
 
-	out := c.outHeader()
+	out := c.forwarding()
 	if !c.pinned {
 		for _, m := range rt.ep.mirrors {
 			if m.rt != rt && g.intn(100) < m.pct {
@@ -364,7 +360,7 @@ const (
 
 // proxy sends the call to a replica, and to up to maxRetries others after
 // connection-level failures, streaming the answer back.
-func (g *Gateway) proxy(c *call, rt *route, body []byte, out http.Header) {
+func (g *Gateway) proxy(c *call, rt *route, body []byte, out *forwarding) {
 	path, rawPath := upstreamPath(rt.scoringPath, c.sub)
 	var triedArr [maxRetries + 1]*replica
 	tried := triedArr[:0]
@@ -402,33 +398,29 @@ func (g *Gateway) proxy(c *call, rt *route, body []byte, out http.Header) {
 // try sends one copy of the call to rep. It reports retryable only when
 // no byte of a response arrived and the failure was at the connection
 // level, not a timeout; connectTimeout says whether it never connected in time.
-func (g *Gateway) try(c *call, rt *route, rep *replica, out http.Header, path, rawPath string, body []byte) (res outcome, connectTimeout bool, err error) {
-	ctx, cancel := context.WithCancelCause(c.r.Context())
-	defer cancel(nil)
-	timer := time.AfterFunc(rt.timeout, func() { cancel(errModelTimeout) })
-	defer timer.Stop()
-	var conn connFlag
-	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{GotConn: conn.got})
-	req := newUpstreamRequest(ctx, c.r.Method, rep.addr, path, rawPath, c.r.URL.RawQuery, out, body)
-
+func (g *Gateway) try(c *call, rt *route, rep *replica, out *forwarding, path, rawPath string, body []byte) (res outcome, connectTimeout bool, err error) {
 	rep.st.outstanding.Add(1)
 	defer rep.st.outstanding.Add(-1)
-	resp, err := g.transport.RoundTrip(req)
+	ctx := c.r.Context()
+	req := upRequest{method: c.r.Method, addr: rep.addr, path: path, rawPath: rawPath, rawQuery: c.r.URL.RawQuery, fwd: out, body: body}
+	resp, err := g.up.send(ctx, &req, time.Now().Add(rt.timeout))
 	if err != nil {
+		var ue *upError
+		isUp := errors.As(err, &ue)
 		switch {
-		case c.r.Context().Err() != nil:
+		case ctx.Err() != nil:
 			c.status, c.errMsg = StatusClientClosed, "caller went away"
 			c.rep = rep
 			return answered, false, err
-		case context.Cause(ctx) == errModelTimeout && conn.ok():
+		case isUp && ue.stage == stageDial:
+			rep.st.downUntil.Store(g.now().Add(ejectFor).UnixNano())
+			return retryable, ue.timeout, err
+		case isUp && ue.timeout:
 			c.rep = rep
 			c.fail(http.StatusRequestTimeout, "request_timeout",
 				"the model did not answer within request_timeout_ms ("+strconv.FormatInt(rt.timeout.Milliseconds(), 10)+" ms)", 0)
 			return answered, false, err
-		case context.Cause(ctx) == errModelTimeout || isDialTimeout(err):
-			rep.st.downUntil.Store(g.now().Add(ejectFor).UnixNano())
-			return retryable, true, err
-		case isConnectionFailure(err):
+		case isUp && ue.connectionLost():
 			rep.st.downUntil.Store(g.now().Add(ejectFor).UnixNano())
 			return retryable, false, err
 		default:
@@ -443,10 +435,11 @@ func (g *Gateway) try(c *call, rt *route, rep *replica, out http.Header, path, r
 		rep.st.downUntil.Store(0)
 	}
 	c.rep = rep
-	defer resp.Body.Close()
-	status := resp.StatusCode
+	defer resp.Close()
+	resp.renewEach(rt.timeout)
+	status := resp.status
 	h := c.w.Header()
-	copyResponseHeader(h, resp.Header)
+	copyResponseHeader(h, resp.header)
 	h[HeaderDeployment] = rt.nameHdr
 	h[HeaderAzureDeployment] = rt.nameHdr
 	if status >= 400 {
@@ -459,7 +452,7 @@ func (g *Gateway) try(c *call, rt *route, rep *replica, out http.Header, path, r
 	c.status = status
 	c.w.WriteHeader(status)
 
-	flush := resp.ContentLength < 0 || strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream")
+	flush := resp.contentLength < 0 || strings.HasPrefix(resp.header.Get("Content-Type"), "text/event-stream")
 	var flushFn func() error
 	if flush {
 		if f, ok := c.w.(http.Flusher); ok {
@@ -472,9 +465,8 @@ func (g *Gateway) try(c *call, rt *route, rep *replica, out http.Header, path, r
 	defer copyPool.Put(bp)
 	buf := *bp
 	for {
-		n, rerr := resp.Body.Read(buf)
+		n, rerr := resp.Read(buf)
 		if n > 0 {
-			timer.Reset(rt.timeout)
 			if c.capture && len(c.captured) < MaxCaptureBytes {
 				c.captured = append(c.captured, buf[:min(n, MaxCaptureBytes-len(c.captured))]...)
 			}
@@ -492,11 +484,11 @@ func (g *Gateway) try(c *call, rt *route, rep *replica, out http.Header, path, r
 			return answered, false, nil
 		}
 		if rerr != nil {
-			if c.r.Context().Err() != nil {
+			if ctx.Err() != nil {
 				c.errMsg = "caller went away during the response"
 				return answered, false, nil
 			}
-			if context.Cause(ctx) == errModelTimeout {
+			if isTimeout(rerr) {
 				c.errMsg = "the model was silent for longer than request_timeout_ms during its response; connection cut"
 			} else {
 				c.errMsg = "the model's response broke off: " + rerr.Error()
@@ -505,43 +497,6 @@ func (g *Gateway) try(c *call, rt *route, rep *replica, out http.Header, path, r
 			return answered, false, nil
 		}
 	}
-}
-
-// connFlag records whether a try got a connection to the replica.
-type connFlag struct {
-	mu  sync.Mutex
-	yes bool
-}
-
-func (f *connFlag) got(httptrace.GotConnInfo) { f.mu.Lock(); f.yes = true; f.mu.Unlock() }
-func (f *connFlag) ok() bool                  { f.mu.Lock(); defer f.mu.Unlock(); return f.yes }
-
-func newUpstreamRequest(ctx context.Context, method, addr, path, rawPath, rawQuery string, h http.Header, body []byte) *http.Request {
-	req := &http.Request{
-		Method:     method,
-		URL:        &url.URL{Scheme: "http", Host: addr, Path: path, RawPath: rawPath, RawQuery: rawQuery},
-		Proto:      "HTTP/1.1",
-		ProtoMajor: 1,
-		ProtoMinor: 1,
-		Header:     h,
-		Host:       addr,
-	}
-	if len(body) > 0 {
-		req.ContentLength = int64(len(body))
-		req.Body = io.NopCloser(bytes.NewReader(body))
-		req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
-	}
-	return req.WithContext(ctx)
-}
-
-// isDialTimeout reports a connect that timed out.
-func isDialTimeout(err error) bool {
-	var op *net.OpError
-	if errors.As(err, &op) && op.Op == "dial" {
-		var ne net.Error
-		return errors.As(err, &ne) && ne.Timeout()
-	}
-	return false
 }
 
 // isConnectionFailure reports a failure at the connection level before any
@@ -563,7 +518,7 @@ func isConnectionFailure(err error) bool {
 
 // mirror sends a copy of the call to mt in the background; it never
 // blocks and drops the copy when the mirror is saturated.
-func (g *Gateway) mirror(c *call, mt *route, body []byte, out http.Header) {
+func (g *Gateway) mirror(c *call, mt *route, body []byte, out *forwarding) {
 	if len(mt.replicas) == 0 {
 		mt.m.mirrorDropped.Inc()
 		return
@@ -581,11 +536,8 @@ func (g *Gateway) mirror(c *call, mt *route, body []byte, out http.Header) {
 		return
 	}
 	rep := mt.pickReplica(nil, g.now().UnixNano())
-	hdr := make(http.Header, len(out)+1)
-	for k, v := range out {
-		hdr[k] = v
-	}
-	hdr[HeaderMirror] = mirrorTrue
+	fwd := *out
+	fwd.mirror = true
 	path, rawPath := upstreamPath(mt.scoringPath, c.sub)
 	method, rawQuery := c.r.Method, c.r.URL.RawQuery
 	rec := Record{
@@ -600,27 +552,26 @@ func (g *Gateway) mirror(c *call, mt *route, body []byte, out http.Header) {
 		}()
 		rep.st.outstanding.Add(1)
 		defer rep.st.outstanding.Add(-1)
-		ctx, cancel := context.WithTimeout(context.Background(), mt.timeout)
-		defer cancel()
 		began := time.Now()
-		req := newUpstreamRequest(ctx, method, rep.addr, path, rawPath, rawQuery, hdr, body)
-		resp, err := g.transport.RoundTrip(req)
+		deadline := began.Add(mt.timeout)
+		req := upRequest{method: method, addr: rep.addr, path: path, rawPath: rawPath, rawQuery: rawQuery, fwd: &fwd, body: body}
+		resp, err := g.up.send(context.Background(), &req, deadline)
 		switch {
 		case err != nil:
 			mt.m.mirrorError.Inc()
 			rec.Status = http.StatusBadGateway
-			if ctx.Err() != nil {
+			if isTimeout(err) {
 				rec.Status = http.StatusRequestTimeout
 			}
 		default:
-			n, cerr := io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
+			n, cerr := io.Copy(io.Discard, resp)
+			resp.Close()
 			rec.ResponseBytes = n
-			rec.Status = resp.StatusCode
-			if resp.StatusCode >= 400 {
+			rec.Status = resp.status
+			if resp.status >= 400 {
 				rec.Status = http.StatusFailedDependency
 			}
-			if resp.StatusCode >= 400 || cerr != nil {
+			if resp.status >= 400 || cerr != nil {
 				mt.m.mirrorError.Inc()
 			} else {
 				mt.m.mirrorOK.Inc()
@@ -760,21 +711,30 @@ func (c *call) fail(status int, code, msg string, retryAfter time.Duration) {
 	c.respBytes = int64(n)
 }
 
-// outHeader is the header sent to the model: the caller's, less its
-// credentials and hop-by-hop fields, plus forwarding fields.
-func (c *call) outHeader() http.Header {
+// forwarding is what is sent to the model besides the body: the caller's
+// header, less its credentials and hop-by-hop fields (see
+// dropRequestHeader and dropped), plus forwarding fields. It is written
+// straight to the connection rather than copied into a new header map.
+type forwarding struct {
+	header  http.Header // the caller's; read-only
+	dropped []string    // further fields named in the caller's Connection header
+	xff     string
+	proto   string
+	host    string
+	rid     string
+	mirror  bool
+}
+
+func (c *call) forwarding() *forwarding {
 	in := c.r.Header
-	out := make(http.Header, len(in)+4)
-	for k, v := range in {
-		if dropRequestHeader(k) {
-			continue
-		}
-		out[k] = v
+	f := &forwarding{header: in, host: c.r.Host, rid: c.rid, proto: "http"}
+	if c.r.TLS != nil {
+		f.proto = "https"
 	}
 	for _, v := range in["Connection"] {
-		for _, f := range strings.Split(v, ",") {
-			if f = strings.TrimSpace(f); f != "" {
-				delete(out, http.CanonicalHeaderKey(f))
+		for _, name := range strings.Split(v, ",") {
+			if name = strings.TrimSpace(name); name != "" {
+				f.dropped = append(f.dropped, http.CanonicalHeaderKey(name))
 			}
 		}
 	}
@@ -783,18 +743,16 @@ func (c *call) outHeader() http.Header {
 		ip = host
 	}
 	if prior := in["X-Forwarded-For"]; len(prior) > 0 {
-		out["X-Forwarded-For"] = []string{strings.Join(prior, ", ") + ", " + ip}
+		f.xff = strings.Join(prior, ", ") + ", " + ip
 	} else {
-		out["X-Forwarded-For"] = []string{ip}
+		f.xff = ip
 	}
-	if c.r.TLS != nil {
-		out["X-Forwarded-Proto"] = protoHTTPS
-	} else {
-		out["X-Forwarded-Proto"] = protoHTTP
-	}
-	out["X-Forwarded-Host"] = []string{c.r.Host}
-	out["X-Request-Id"] = c.w.Header()["X-Request-Id"]
-	return out
+	return f
+}
+
+// forwards reports whether the caller's header field k goes to the model.
+func (f *forwarding) forwards(k string) bool {
+	return !dropRequestHeader(k) && (len(f.dropped) == 0 || !slices.Contains(f.dropped, k))
 }
 
 func dropRequestHeader(k string) bool {
