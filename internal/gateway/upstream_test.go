@@ -104,7 +104,7 @@ func TestUpstreamWritesTheRequest(t *testing.T) {
 		"X-Forwarded-For": {"ignored: f.xff is what is sent"},
 	}
 	req := &upRequest{method: "POST", addr: s.addr(), path: "/v1/a b", rawQuery: "q=1&r=%2F",
-		fwd: &forwarding{header: in, dropped: []string{"X-Hop", "Keep-Alive"}, xff: "1.2.3.4, 10.0.0.1", proto: "https", host: "api.example", rid: "rid-1", mirror: true},
+		fwd:  &forwarding{header: in, dropped: []string{"X-Hop", "Keep-Alive"}, xff: "1.2.3.4, 10.0.0.1", proto: "https", host: "api.example", rid: "rid-1", mirror: true},
 		body: []byte("hello")}
 	if _, body, err := roundTrip(t, u, req); err != nil || body != "ok" {
 		t.Fatalf("round trip: %q, %v", body, err)
