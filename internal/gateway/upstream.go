@@ -76,6 +76,8 @@ type upConn struct {
 	pool      *connPool
 	idleSince time.Time
 	writeDL   bool // a write deadline is set
+	// lastValues are the header values of the previous response, in order.
+	lastValues []string
 }
 
 // setDeadlines bounds waiting for the response by deadline and, when
@@ -434,6 +436,12 @@ func (c *upConn) readHead(method string) (*upResponse, error) {
 	}
 
 	h := make(http.Header, 8)
+	// One backing array for the values, and the previous response's values
+	// reused when they repeat (a replica's Content-Type, Server, Date within
+	// the second): most heads then cost no string allocations at all.
+	vals := make([]string, 0, 8)
+	prev := c.lastValues // rewritten in place: entry n is read before it is overwritten
+	c.lastValues = c.lastValues[:0]
 	total := 0
 	for {
 		line, err := c.br.ReadSlice('\n')
@@ -470,7 +478,20 @@ func (c *upConn) readHead(method string) (*upResponse, error) {
 		if bytes.IndexByte(value, '\r') >= 0 || bytes.IndexByte(value, 0) >= 0 {
 			return nil, &badResponse{fmt.Sprintf("header %s has a control character in its value", k)}
 		}
-		h[k] = append(h[k], string(value))
+		n := len(c.lastValues)
+		var v string
+		if n < len(prev) && string(value) == prev[n] {
+			v = prev[n]
+		} else {
+			v = string(value)
+		}
+		c.lastValues = append(c.lastValues, v)
+		if old := h[k]; old != nil {
+			h[k] = append(old, v)
+		} else {
+			vals = append(vals, v)
+			h[k] = vals[len(vals)-1 : len(vals) : len(vals)]
+		}
 	}
 	r.header = h
 
