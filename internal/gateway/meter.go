@@ -26,6 +26,15 @@ type Record struct {
 	ResponseBytes int64
 	RequestID     string
 	Mirrored      bool // a mirror copy, not a caller's call
+
+	// LLM calls (Endpoint is empty) also carry these.
+	Model            string  // the model name the caller asked for
+	Backend          string  // the backend that answered, or last failed
+	PromptTokens     int64   // as the backend reported them (estimated when it did not)
+	CompletionTokens int64   // likewise
+	Cost             float64 // prompt and completion tokens at the backend's prices
+	Spillover        bool    // served by a backend outside the first priority group
+	Cached           bool    // answered from the response cache
 }
 
 // Sink persists records in batches (the control plane's database writer).

@@ -16,6 +16,8 @@ type Snapshot struct {
 	Version int64 `json:"version"`
 	// Endpoints are keyed by workspace + "/" + endpoint name.
 	Endpoints map[string]*Endpoint `json:"endpoints"`
+	// LLM routes the OpenAI-compatible API; nil = no models.
+	LLM *LLM `json:"llm,omitempty"`
 }
 
 // Endpoint is one online endpoint: its credentials, limits and traffic
