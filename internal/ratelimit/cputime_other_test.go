@@ -1,0 +1,12 @@
+//go:build !unix
+
+package ratelimit
+
+import (
+	"testing"
+	"time"
+)
+
+func reportCPU(*testing.B, time.Duration) {}
+
+func startCPU() time.Duration { return 0 }
