@@ -22,13 +22,14 @@ import (
 	"github.com/plinth-dev/plinth/internal/auth"
 	"github.com/plinth-dev/plinth/internal/client"
 	"github.com/plinth-dev/plinth/internal/gateway"
+	"github.com/plinth-dev/plinth/internal/ratelimit"
 )
 
 // newGatewayCmd runs the gateway apart from the control plane: it
 // long-polls route snapshots and keeps serving on the last one while the
 // control plane is down.
 func newGatewayCmd(g *globals) *cobra.Command {
-	var addr, cp string
+	var addr, cp, redisURL string
 	cmd := &cobra.Command{
 		Use:   "gateway --control-plane URL",
 		Short: "Run the endpoint gateway on its own, following a control plane's routes",
@@ -59,7 +60,17 @@ plane and the answer kept for a minute. Calls are metered back to the control pl
 			meter := gateway.NewMeter(func(ctx context.Context, batch []gateway.Record) error {
 				return c.Do(ctx, "POST", "/api/v1/gateway/calls", nil, map[string]any{"calls": batch}, nil)
 			}, 1<<16, 500, time.Second, reg, log)
-			gw := gateway.New(gateway.Options{Auth: &remoteAuth{c: c, cache: map[string]remoteDecision{}}, Meter: meter, Registry: reg, Log: log})
+			tuneGC()
+			opts := gateway.Options{Auth: &remoteAuth{c: c, cache: map[string]remoteDecision{}}, Meter: meter, Registry: reg, Log: log}
+			if redisURL != "" {
+				rc, err := ratelimit.OpenRedis(redisURL, "plinth")
+				if err != nil {
+					return fmt.Errorf("--redis-url: %w", err)
+				}
+				defer rc.Close()
+				opts.Counter = rc
+			}
+			gw := gateway.New(opts)
 			mctx, stopMeter := context.WithCancel(context.Background())
 			defer stopMeter()
 			metered := make(chan struct{})
@@ -96,6 +107,7 @@ plane and the answer kept for a minute. Calls are metered back to the control pl
 	}
 	cmd.Flags().StringVar(&addr, "addr", "127.0.0.1:8081", "address to serve scoring calls on")
 	cmd.Flags().StringVar(&cp, "control-plane", "", "URL of the Plinth control plane")
+	cmd.Flags().StringVar(&redisURL, "redis-url", "", "Redis holding the LLM limits' counters, shared with the other gateways and the control plane (redis://host:6379/0); default: in this process")
 	return cmd
 }
 

@@ -113,4 +113,54 @@
 // got) and every mirror copy (Mirrored) is handed to the [Meter], which never
 // blocks. Calls to unknown endpoints are logged and counted but not metered:
 // they belong to no team.
+//
+// # Foundation models: the OpenAI-compatible API
+//
+//	POST /openai/v1/chat/completions | /completions | /embeddings
+//	GET  /openai/v1/models, /openai/v1/models/{id}
+//	POST /openai/deployments/{model}/chat/completions?api-version=...   (Azure OpenAI's shape; also completions, embeddings)
+//	     and all of these under /w/{ws}/ for a workspace other than "default"
+//
+// Any OpenAI SDK with base URL .../openai/v1 (or an Azure OpenAI SDK with
+// the gateway as its endpoint) works unchanged. A call is authenticated
+// like an endpoint call with a platform credential (endpoints.invoke in the
+// workspace) and charged to the workspace's team (LLM.WorkspaceTeams). The
+// model name (body "model", or the Azure deployment) selects an [LLMModel]:
+//
+//  1. Tokens are estimated before the call (internal/llm/tokens, OpenAI's
+//     own vocabularies built in): prompt + max_tokens × n.
+//  2. Limits are charged all at once (internal/ratelimit; in memory, or in
+//     Redis shared by several gateways): requests and tokens per minute per
+//     key on the model, and per team; tokens per day and month per team;
+//     budgets per day and month per team (the pool's dearest prices). Over
+//     a per-minute limit: 429 with Retry-After and OpenAI's message; over a
+//     quota or budget: 403 insufficient_quota saying which and when it
+//     resets. x-ratelimit-{limit,remaining,reset}-{requests,tokens} show
+//     the tightest per-minute limits. Unreachable counters let the call
+//     through (counted in plinth_llm_limit_errors_total).
+//  3. Cache: a model with CacheTTL answers repeated requests (same JSON,
+//     any key order) from memory; never streams, and only temperature 0
+//     unless CacheNonZeroTemperature.
+//  4. Mirror: MirrorPercent of calls are copied to MirrorModel in the
+//     background; the copies' answers are discarded and metered as mirrored.
+//  5. Routing: the lowest priority group with a backend that is not
+//     cooling down (it answered 429: skipped for its retry-after-ms or
+//     Retry-After), not behind an open circuit breaker (5 consecutive
+//     failures open it for 30 s, then one call probes it) and within its own
+//     RPM/TPM; by weight inside the group. A 429 or an exhausted backend
+//     quota moves on at once (spillover, x-plinth-spillover: true); a 5xx,
+//     401/403 (the gateway's credential was refused), 408, timeout or
+//     connection failure moves on after a jittered backoff, retrying failed
+//     backends when none is left, up to 4 tries. Nothing is retried once the
+//     caller has a status line: streams are never retried.
+//  6. The backend's model name replaces the caller's; its credential
+//     (Authorization: Bearer, or api-key for Azure) replaces the caller's.
+//     Streams are relayed event by event and flushed as they arrive; the
+//     gateway asks a streaming backend for usage (stream_options.include_usage)
+//     and hides that chunk from a caller who did not ask for it.
+//  7. Usage is settled with what the backend reported (or counted from the
+//     answer's text), the cost computed at that backend's prices, and one
+//     Record metered with model, backend, tokens, cost and spillover.
+//
+// Errors are OpenAI's error objects ({"error":{"message","type","param","code"}}).
 package gateway

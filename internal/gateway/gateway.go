@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"github.com/plinth-dev/plinth/internal/ratelimit"
 	"io"
 	"log/slog"
 	"math/rand/v2"
@@ -55,6 +56,12 @@ type Options struct {
 	ConnectTimeout time.Duration
 	// Now is the clock (tests); default time.Now.
 	Now func() time.Time
+
+	// Counter holds the LLM limits' counters: ratelimit.NewRedis when
+	// several gateways share limits; default one in memory.
+	Counter ratelimit.Counter
+	// LLMCacheBytes bounds the LLM response cache; default 64 MiB.
+	LLMCacheBytes int
 }
 
 // Defaults of Options.
@@ -75,19 +82,22 @@ const (
 // Gateway is the data plane handler. Create it with New, give it
 // snapshots with Update or Follow, and serve it with Register or Server.
 type Gateway struct {
-	auth    Authenticator
-	waker   Waker
-	meter   *Meter
-	log     *slog.Logger
-	maxBody int64
-	capture func(ctx context.Context, r Record, req, resp []byte)
-	now     func() time.Time
-	intn    func(int) int
-	float   func() float64
-	up      *upstream
-	limiter *limiter
-	metrics *metrics
-	unknown *labels // series of calls to no known endpoint
+	auth         Authenticator
+	waker        Waker
+	meter        *Meter
+	log          *slog.Logger
+	maxBody      int64
+	capture      func(ctx context.Context, r Record, req, resp []byte)
+	now          func() time.Time
+	intn         func(int) int
+	float        func() float64
+	up           *upstream
+	counter      ratelimit.Counter
+	counterLocal bool // counter is in this process: settling costs no round trip
+	llmCache     *llmCache
+	limiter      *limiter
+	metrics      *metrics
+	unknown      *labels // series of calls to no known endpoint
 
 	mirrorSem  chan struct{}
 	captureSem chan struct{}
@@ -96,8 +106,9 @@ type Gateway struct {
 	ready atomic.Bool
 
 	updMu     sync.Mutex
-	states    map[string]*depState // by workspace/endpoint/deployment; guarded by updMu
-	endpoints map[string]bool      // workspace/endpoint in the snapshot; guarded by updMu
+	states    map[string]*depState     // by workspace/endpoint/deployment; guarded by updMu
+	llmStates map[string]*backendState // by LLM backend name; guarded by updMu
+	endpoints map[string]bool          // workspace/endpoint in the snapshot; guarded by updMu
 }
 
 // New returns a gateway serving an empty snapshot (every endpoint unknown)
@@ -115,6 +126,7 @@ func New(o Options) *Gateway {
 		float:      rand.Float64,
 		limiter:    newLimiter(),
 		states:     map[string]*depState{},
+		llmStates:  map[string]*backendState{},
 		endpoints:  map[string]bool{},
 		captureSem: make(chan struct{}, 16),
 	}
@@ -137,9 +149,18 @@ func New(o Options) *Gateway {
 		ct = DefaultConnectTimeout
 	}
 	g.up = newUpstream(ct)
+	g.counter = o.Counter
+	if g.counter == nil {
+		g.counter, g.counterLocal = ratelimit.NewMemory(), true
+	}
+	cb := o.LLMCacheBytes
+	if cb <= 0 {
+		cb = 64 << 20
+	}
+	g.llmCache = newLLMCache(cb)
 	g.metrics = newMetrics(o.Registry, g)
 	g.unknown = g.metrics.labelsFor("", "", "")
-	g.table.Store(&table{snap: &Snapshot{}, byWS: map[string]map[string]*endpoint{}, next: make(chan struct{})})
+	g.table.Store(&table{snap: &Snapshot{}, byWS: map[string]map[string]*endpoint{}, next: make(chan struct{}), llm: g.compileLLM(nil)})
 	return g
 }
 
@@ -190,6 +211,9 @@ func (g *Gateway) Register(mux *http.ServeMux) {
 	mux.Handle("/endpoints/{name}/{path...}", g)
 	mux.Handle("POST /w/{ws}/endpoints/{name}/score", g)
 	mux.Handle("/w/{ws}/endpoints/{name}/{path...}", g)
+	llm := http.HandlerFunc(g.serveOpenAI)
+	mux.Handle("/openai/", llm)
+	mux.Handle("/w/{ws}/openai/", llm)
 }
 
 // Server returns an HTTP server for a standalone gateway on addr: the

@@ -16,6 +16,10 @@ type LLM struct {
 	// Teams holds each team's limits and budgets; a team not listed has
 	// none.
 	Teams map[string]*LLMTeamLimits `json:"teams"`
+	// WorkspaceTeams maps each workspace to its team: a caller is charged,
+	// and limited, as the team of the workspace it calls through
+	// (/openai/... is workspace "default", /w/{ws}/openai/... any other).
+	WorkspaceTeams map[string]string `json:"workspace_teams"`
 }
 
 // API styles of an LLM backend.

@@ -18,6 +18,7 @@ type metrics struct {
 	retries     *prometheus.CounterVec
 	fetchErrors prometheus.Counter
 	captures    *prometheus.CounterVec
+	llmMetrics
 
 	mu    sync.Mutex
 	cache map[[3]string]*labels
@@ -100,6 +101,7 @@ func newMetrics(reg prometheus.Registerer, g *Gateway) *metrics {
 		}, []string{"result"}),
 		cache: map[[3]string]*labels{},
 	}
+	m.llmMetrics = newLLMMetrics(reg, g)
 	if reg != nil {
 		m.requests = registerOrReuse(reg, m.requests)
 		m.duration = registerOrReuse(reg, m.duration)

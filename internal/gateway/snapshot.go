@@ -97,6 +97,7 @@ type table struct {
 	byWS map[string]map[string]*endpoint
 	// next is closed when a newer table replaces this one.
 	next chan struct{}
+	llm  *llmTable
 }
 
 func (t *table) endpoint(ws, name string) *endpoint {
@@ -315,6 +316,7 @@ func (g *Gateway) compile(s *Snapshot) *table {
 			g.metrics.forget(ws, name, "")
 		}
 	}
+	t.llm = g.compileLLM(s.LLM)
 	return t
 }
 

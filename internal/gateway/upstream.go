@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -32,6 +33,7 @@ import (
 // client reading a response.
 type upstream struct {
 	dialer      net.Dialer
+	tlsConfig   *tls.Config // for https upstreams (LLM backends); nil = system roots
 	idleTimeout time.Duration
 	maxIdle     int // per address
 
@@ -168,11 +170,14 @@ func (u *upstream) closeIdle() {
 // upRequest is what is sent to a replica.
 type upRequest struct {
 	method   string
-	addr     string // host:port, also the Host header
+	addr     string // host:port
+	host     string // the Host header; "" = addr
+	tls      bool   // https: LLM backends such as Azure OpenAI
 	path     string // decoded
 	rawPath  string // escaped form when it differs from the default escaping
 	rawQuery string
 	fwd      *forwarding
+	extra    [][2]string // fields the gateway adds (an LLM backend's credential)
 	body     []byte
 }
 
@@ -214,7 +219,11 @@ var aLongTimeAgo = time.Unix(1, 0)
 // byte is replaced by a new one once, as the replica may close idle
 // connections at any time.
 func (u *upstream) send(ctx context.Context, req *upRequest, deadline time.Time) (*upResponse, error) {
-	p := u.pool(req.addr)
+	key := req.addr
+	if req.tls {
+		key = "tls:" + req.addr
+	}
+	p := u.pool(key)
 	for fresh := false; ; fresh = true {
 		now := time.Now()
 		var c *upConn
@@ -225,6 +234,9 @@ func (u *upstream) send(ctx context.Context, req *upRequest, deadline time.Time)
 		if c == nil {
 			dctx, cancel := context.WithDeadline(ctx, deadline)
 			nc, err := u.dialer.DialContext(dctx, "tcp", req.addr)
+			if err == nil && req.tls {
+				nc, err = u.handshake(dctx, nc, req.addr)
+			}
 			timedOut := dctx.Err() == context.DeadlineExceeded
 			cancel()
 			if err != nil {
@@ -252,6 +264,30 @@ func (u *upstream) send(ctx context.Context, req *upRequest, deadline time.Time)
 		resp.u = u
 		return resp, nil
 	}
+}
+
+// handshake starts TLS on nc, offering only HTTP/1.1.
+func (u *upstream) handshake(ctx context.Context, nc net.Conn, addr string) (net.Conn, error) {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		host = addr
+	}
+	var cfg *tls.Config
+	if u.tlsConfig != nil {
+		cfg = u.tlsConfig.Clone()
+	} else {
+		cfg = &tls.Config{}
+	}
+	if cfg.ServerName == "" {
+		cfg.ServerName = host
+	}
+	cfg.NextProtos = []string{"http/1.1"}
+	tc := tls.Client(nc, cfg)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		nc.Close()
+		return nil, err
+	}
+	return tc, nil
 }
 
 func (c *upConn) roundTrip(req *upRequest) (*upResponse, error) {
@@ -295,9 +331,16 @@ func (c *upConn) writeRequest(req *upRequest) error {
 		w.WriteString(req.rawQuery)
 	}
 	w.WriteString(" HTTP/1.1\r\nHost: ")
-	w.WriteString(req.addr)
+	if req.host != "" {
+		w.WriteString(req.host)
+	} else {
+		w.WriteString(req.addr)
+	}
 	w.WriteString("\r\n")
 	f := req.fwd
+	for _, kv := range req.extra {
+		writeField(w, kv[0], kv[1])
+	}
 	for k, vs := range f.header {
 		if !f.forwards(k) {
 			continue
