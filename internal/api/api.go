@@ -24,6 +24,7 @@ import (
 	"github.com/plinth-dev/plinth/internal/endpoint"
 	"github.com/plinth-dev/plinth/internal/fault"
 	"github.com/plinth-dev/plinth/internal/jobs"
+	"github.com/plinth-dev/plinth/internal/llm"
 	"github.com/plinth-dev/plinth/internal/observe"
 	"github.com/plinth-dev/plinth/internal/registry"
 	"github.com/plinth-dev/plinth/internal/workspace"
@@ -75,6 +76,7 @@ type API struct {
 	Models     endpoint.ModelResolver
 	Snapshots  *endpoint.Publisher
 	Controller *endpoint.Controller
+	LLM        *llm.Service
 	Audit      *audit.Log
 	Log        *slog.Logger
 	// OpenAPI is the served document, already encoded as JSON.

@@ -10,6 +10,7 @@ import (
 	"github.com/plinth-dev/plinth/internal/endpoint"
 	"github.com/plinth-dev/plinth/internal/fault"
 	"github.com/plinth-dev/plinth/internal/gateway"
+	"github.com/plinth-dev/plinth/internal/llm"
 )
 
 // Online endpoints and their deployments; route snapshots for standalone
@@ -32,7 +33,7 @@ func (a *API) endpointRoutes() []Route {
 		{Method: "GET", Path: ep + "/{name}/deployments/{deployment}/history", Permission: auth.EndpointsRead, Scoped: true, Summary: "Who deployed which model version, when", Handle: a.deploymentHistory},
 		{Method: "GET", Path: "/api/v1/gateway/snapshot", Permission: auth.EndpointsRead, Summary: "The gateway's route snapshot, long-polled by standalone gateways", Handle: a.gatewaySnapshot},
 		{Method: "POST", Path: "/api/v1/gateway/calls", Permission: auth.EndpointsWrite, MaxBody: 16 << 20, Summary: "Record calls metered by a standalone gateway", Handle: a.recordCalls},
-		{Method: "GET", Path: "/api/v1/usage", Permission: auth.Authenticated, Summary: "Endpoint calls and replica cost, grouped, over the workspaces the caller may read usage of", Handle: a.usage},
+		{Method: "GET", Path: "/api/v1/usage", Permission: auth.Authenticated, Summary: "Endpoint and LLM calls with their cost, grouped, over the workspaces the caller may read usage of", Handle: a.usage},
 	}
 }
 
@@ -158,11 +159,11 @@ func (a *API) deploymentHistory(r *http.Request, _ *auth.Identity) (any, error) 
 	return map[string]any{"history": h}, err
 }
 
-func (a *API) gatewaySnapshot(r *http.Request, _ *auth.Identity) (any, error) {
+func (a *API) gatewaySnapshot(r *http.Request, c *auth.Identity) (any, error) {
 	var after int64
 	v := r.URL.Query().Get("after")
 	if v == "" {
-		return a.Snapshots.Current(), nil
+		return snapshotFor(c, a.Snapshots.Current()), nil
 	}
 	{
 		n, err := strconv.ParseInt(v, 10, 64)
@@ -173,32 +174,57 @@ func (a *API) gatewaySnapshot(r *http.Request, _ *auth.Identity) (any, error) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), 25*time.Second)
 	defer cancel()
-	return a.Snapshots.Wait(ctx, after), nil
+	return snapshotFor(c, a.Snapshots.Wait(ctx, after)), nil
+}
+
+// snapshotFor is the snapshot as c may see it: LLM backend credentials
+// only with llm.credentials.read at platform scope (a standalone
+// gateway's key), stripped otherwise.
+func snapshotFor(c *auth.Identity, s *gateway.Snapshot) *gateway.Snapshot {
+	if s == nil || s.LLM == nil || c.Can(auth.LLMCredentialsRead, "") {
+		return s
+	}
+	out := *s
+	out.LLM = llm.WithoutCredentials(s.LLM)
+	return &out
 }
 
 func (a *API) usage(r *http.Request, c *auth.Identity) (any, error) {
-	by := r.URL.Query().Get("by")
-	if by == "" {
-		by = "endpoint"
+	q := r.URL.Query()
+	uq := endpoint.UsageQuery{By: q.Get("by"), Model: q.Get("model")}
+	if uq.By == "" {
+		uq.By = "endpoint"
+		if uq.Model != "" {
+			uq.By = "model"
+		}
 	}
-	since := time.Now().Add(-24 * time.Hour)
-	if s := r.URL.Query().Get("since"); s != "" {
+	uq.Since = time.Now().Add(-24 * time.Hour)
+	if s := q.Get("since"); s != "" {
 		d, err := parseSince(s)
 		if err != nil {
 			return nil, fault.InvalidField("since", "%v", err)
 		}
-		since = time.Now().Add(-d)
+		uq.Since = time.Now().Add(-d)
 	}
-	ws, err := a.usageWorkspaces(r, c)
-	if err != nil {
-		return nil, err
+	// A platform-wide reader sees all usage, LLM calls through no
+	// workspace and deleted workspaces' included; others only their
+	// workspaces'.
+	if !c.Can(auth.UsageRead, "") {
+		ws, err := a.usageWorkspaces(r, c)
+		if err != nil {
+			return nil, err
+		}
+		uq.Workspaces = make([]string, 0, len(ws))
+		for _, w := range ws {
+			uq.Workspaces = append(uq.Workspaces, w.Name)
+		}
 	}
-	names := make([]string, 0, len(ws))
-	for _, w := range ws {
-		names = append(names, w.Name)
+	rows, err := a.Endpoints.Usage(r.Context(), uq)
+	out := map[string]any{"by": uq.By, "since": uq.Since.UTC().Truncate(time.Second), "rows": rows}
+	if uq.Model != "" {
+		out["model"] = uq.Model
 	}
-	rows, err := a.Endpoints.Usage(r.Context(), by, since, names)
-	return map[string]any{"by": by, "since": since.UTC().Truncate(time.Second), "rows": rows}, err
+	return out, err
 }
 
 func (a *API) recordCalls(r *http.Request, _ *auth.Identity) (any, error) {

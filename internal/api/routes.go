@@ -50,7 +50,7 @@ func (a *API) Routes() []Route {
 
 		{Method: "GET", Path: "/api/v1/workspaces/{ws}/lineage", Permission: auth.DataRead, Scoped: true, Summary: "The lineage graph around a data version, dataset, run or model version", Handle: a.lineage},
 		{Method: "GET", Path: "/api/v1/workspaces/{ws}/models/{name}/versions/{version}/trace", Permission: auth.RegistryRead, Scoped: true, Summary: "A model version's traceability record", Handle: a.traceVersion},
-	}, append(append(a.dataRoutes(), a.jobRoutes()...), a.endpointRoutes()...)...)
+	}, append(append(append(a.dataRoutes(), a.jobRoutes()...), a.endpointRoutes()...), a.llmRoutes()...)...)
 }
 
 func (a *API) openapi(r *http.Request, _ *auth.Identity) (any, error) {

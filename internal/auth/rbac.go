@@ -43,6 +43,10 @@ const (
 	UsageRead       Permission = "usage.read"
 	QuotasWrite     Permission = "quotas.write"
 
+	LLMRead            Permission = "llm.read"
+	LLMWrite           Permission = "llm.write"
+	LLMCredentialsRead Permission = "llm.credentials.read"
+
 	// Authenticated is not granted by roles: every authenticated caller
 	// has it. It guards self-service routes (whoami, one's own keys).
 	Authenticated Permission = "authenticated"
@@ -87,13 +91,17 @@ var Permissions = []PermissionInfo{
 	{EndpointsInvoke, false, "call endpoints and models through the gateway"},
 	{UsageRead, false, "read usage and cost reports"},
 	{QuotasWrite, false, "set the workspace's compute quotas"},
+	{LLMRead, true, "see the LLM front door's backends (never their credentials), models and team limits"},
+	{LLMWrite, true, "create, change and delete LLM backends, models and team limits"},
+	{LLMCredentialsRead, true, "receive LLM backend credentials in the gateway's route snapshot (a standalone gateway's key needs it)"},
 }
 
 // Role is a named set of permissions.
 type Role string
 
 // The built-in roles, after Azure's: Owner can do everything including
-// granting access; Contributor everything but access control and audit;
+// granting access; Contributor everything but access control, audit,
+// quotas, production promotion and the LLM front door's configuration;
 // DataScientist works with experiments, data, jobs and models but does not
 // change compute, endpoints or the workspace; Reader only reads;
 // EndpointInvoker only calls endpoints.
@@ -124,14 +132,14 @@ var roleGrants = func() map[Role]map[Permission]bool {
 	}
 	grants := map[Role][]Permission{
 		Owner:       all,
-		Contributor: without(PrincipalsWrite, KeysManage, RolesWrite, AuditRead, RegistryPromote, QuotasWrite),
+		Contributor: without(PrincipalsWrite, KeysManage, RolesWrite, AuditRead, RegistryPromote, QuotasWrite, LLMWrite, LLMCredentialsRead),
 		DataScientist: {
 			PrincipalsRead, WorkspaceRead, RolesRead, TrackingRead, TrackingWrite, RegistryRead, RegistryWrite, DataRead, DataWrite,
-			JobsRead, JobsWrite, ComputeRead, ComputeOperate, EndpointsRead, EndpointsInvoke, UsageRead,
+			JobsRead, JobsWrite, ComputeRead, ComputeOperate, EndpointsRead, EndpointsInvoke, UsageRead, LLMRead,
 		},
 		Reader: {
 			PrincipalsRead, WorkspaceRead, RolesRead, TrackingRead, RegistryRead, DataRead, JobsRead,
-			ComputeRead, EndpointsRead, UsageRead,
+			ComputeRead, EndpointsRead, UsageRead, LLMRead,
 		},
 		EndpointInvoker: {WorkspaceRead, EndpointsInvoke},
 	}

@@ -86,3 +86,25 @@ func TestEveryRoleIsOrdered(t *testing.T) {
 		}
 	}
 }
+
+func TestLLMPermissions(t *testing.T) {
+	for _, p := range []Permission{LLMRead, LLMWrite, LLMCredentialsRead} {
+		if !IsPlatformOnly(p) {
+			t.Errorf("%s should be granted at platform scope only", p)
+		}
+	}
+	for role, want := range map[Role][3]bool{
+		Owner: {true, true, true}, Contributor: {true, false, false}, DataScientist: {true, false, false},
+		Reader: {true, false, false}, EndpointInvoker: {false, false, false},
+	} {
+		for i, p := range []Permission{LLMRead, LLMWrite, LLMCredentialsRead} {
+			if got := RoleGrants(role, p); got != want[i] {
+				t.Errorf("RoleGrants(%s, %s) = %v, want %v", role, p, got, want[i])
+			}
+		}
+	}
+	ws := &Identity{Principal: "o", Grants: []Grant{{Owner, "a"}}}
+	if ws.Can(LLMCredentialsRead, "") || ws.Can(LLMWrite, "a") {
+		t.Error("a workspace Owner may not configure the LLM front door or read its credentials")
+	}
+}

@@ -345,28 +345,69 @@ func newDeploymentCmd(g *globals) *cobra.Command {
 }
 
 func newUsageCmd(g *globals) *cobra.Command {
-	var by, since string
+	var by, since, model string
 	cmd := &cobra.Command{
-		Use: "usage", Short: "Endpoint calls and replica cost by team, workspace, endpoint or deployment", Args: exactArgs(0, "(none)"),
+		Use:   "usage",
+		Short: "Endpoint calls with replica cost, and LLM calls with tokens and cost, grouped",
+		Long: `Usage over the workspaces you may read usage of. Endpoint calls group by team, workspace,
+endpoint or deployment and cost replica up-time; LLM calls (the foundation-model front door)
+group by team, workspace, model, backend or key and cost their tokens at the backends' prices.
+By team or workspace shows both.`,
+		Example: "  plinth usage --by deployment --since 7d\n  plinth usage --by team\n  plinth usage --by backend --model gpt-4o",
+		Args:    exactArgs(0, "(none)"),
 		RunE: g.withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
-			u, err := c.Usage(cmd.Context(), by, since)
+			if model != "" && !cmd.Flags().Changed("by") {
+				by = "model"
+			}
+			u, err := c.Usage(cmd.Context(), by, since, model)
 			if err != nil {
 				return err
 			}
-			return g.printResult(u, func() [][]string {
-				r := [][]string{{strings.ToUpper(by), "REQUESTS", "ERRORS", "MEAN MS", "REPLICA HOURS", "COST"}}
-				list, _ := u["rows"].([]any)
-				for _, x := range list {
-					m := x.(map[string]any)
-					num := func(k string) float64 { f, _ := m[k].(float64); return f }
-					r = append(r, []string{fmt.Sprint(m["key"]), fmt.Sprintf("%.0f", num("requests")), fmt.Sprintf("%.0f", num("errors")),
-						fmt.Sprintf("%.2f", num("mean_latency_ms")), fmt.Sprintf("%.3f", num("replica_seconds")/3600), fmt.Sprintf("%.4f", num("cost"))})
-				}
-				return r
-			})
+			return g.printResult(u, func() [][]string { return usageRows(by, u) })
 		}),
 	}
-	cmd.Flags().StringVar(&by, "by", "endpoint", "team, workspace, endpoint or deployment")
+	cmd.Flags().StringVar(&by, "by", "endpoint", "team, workspace, endpoint, deployment, model, backend or key")
 	cmd.Flags().StringVar(&since, "since", "24h", "how far back: 24h, 7d")
+	cmd.Flags().StringVar(&model, "model", "", "only LLM calls to this model")
 	return cmd
+}
+
+// usageRows prints endpoint rows, then LLM rows, each kind with its own
+// columns.
+func usageRows(by string, u map[string]any) [][]string {
+	list, _ := u["rows"].([]any)
+	var endpoints, llms []map[string]any
+	for _, x := range list {
+		m, _ := x.(map[string]any)
+		if m["kind"] == "llm" {
+			llms = append(llms, m)
+		} else {
+			endpoints = append(endpoints, m)
+		}
+	}
+	llmBy := by == "model" || by == "backend" || by == "key"
+	var r [][]string
+	if len(endpoints) > 0 || (len(llms) == 0 && !llmBy) {
+		r = append(r, []string{strings.ToUpper(by), "REQUESTS", "ERRORS", "MEAN MS", "REPLICA HOURS", "COST"})
+		for _, m := range endpoints {
+			num := func(k string) float64 { f, _ := m[k].(float64); return f }
+			r = append(r, []string{fmt.Sprint(m["key"]), fmt.Sprintf("%.0f", num("requests")), fmt.Sprintf("%.0f", num("errors")),
+				fmt.Sprintf("%.2f", num("mean_latency_ms")), fmt.Sprintf("%.3f", num("replica_seconds")/3600), fmt.Sprintf("%.4f", num("cost"))})
+		}
+	}
+	if len(llms) > 0 || (len(endpoints) == 0 && llmBy) {
+		head := strings.ToUpper(by)
+		if len(r) > 0 {
+			r = append(r, []string{})
+			head += " (LLM)"
+		}
+		r = append(r, []string{head, "REQUESTS", "ERRORS", "PROMPT TOKENS", "COMPLETION TOKENS", "COST", "SPILLOVERS"})
+		for _, m := range llms {
+			num := func(k string) float64 { f, _ := m[k].(float64); return f }
+			r = append(r, []string{orDash(fmt.Sprint(m["key"])), fmt.Sprintf("%.0f", num("requests")), fmt.Sprintf("%.0f", num("errors")),
+				fmt.Sprintf("%.0f", num("prompt_tokens")), fmt.Sprintf("%.0f", num("completion_tokens")), fmt.Sprintf("%.4f", num("cost")),
+				fmt.Sprintf("%.0f", num("spillovers"))})
+		}
+	}
+	return r
 }

@@ -49,7 +49,7 @@ running server (see 'plinth login').`,
 		newWorkspaceCmd(g), newKeyCmd(g), newRoleCmd(g), newPrincipalCmd(g), newAuditCmd(g),
 		newExperimentCmd(g), newRunCmd(g), newModelCmd(g), newLineageCmd(g), newDataCmd(g),
 		newSKUCmd(g), newComputeCmd(g), newJobCmd(g), newQuotaCmd(g), newCostCmd(g),
-		newEndpointCmd(g), newDeploymentCmd(g), newUsageCmd(g), newGatewayCmd(g),
+		newEndpointCmd(g), newDeploymentCmd(g), newUsageCmd(g), newGatewayCmd(g), newLLMCmd(g),
 	)
 	return root
 }

@@ -113,10 +113,15 @@ func (c *Client) Invoke(ctx context.Context, ws, ep, key, deployment string, bod
 	return res.StatusCode, res.Header, data, err
 }
 
-// Usage reports endpoint calls and replica cost.
-func (c *Client) Usage(ctx context.Context, by, since string) (map[string]any, error) {
+// Usage reports endpoint calls with replica cost and LLM calls with
+// tokens and cost; model, when set, keeps only LLM calls to it.
+func (c *Client) Usage(ctx context.Context, by, since, model string) (map[string]any, error) {
 	var out map[string]any
-	err := c.Do(ctx, "GET", "/api/v1/usage", url.Values{"by": {by}, "since": {since}}, nil, &out)
+	q := url.Values{"by": {by}, "since": {since}}
+	if model != "" {
+		q.Set("model", model)
+	}
+	err := c.Do(ctx, "GET", "/api/v1/usage", q, nil, &out)
 	return out, err
 }
 

@@ -3,6 +3,7 @@ package endpoint
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"sync"
 	"time"
 
@@ -66,6 +67,8 @@ func (s *Service) BuildSnapshot(ctx context.Context) (*gateway.Snapshot, error) 
 type Publisher struct {
 	svc     *Service
 	publish func(*gateway.Snapshot)
+	// llm builds the LLM routing table each snapshot carries; nil = none.
+	llm func(context.Context) (*gateway.LLM, error)
 
 	mu      sync.Mutex
 	cur     *gateway.Snapshot
@@ -81,6 +84,17 @@ func NewPublisher(svc *Service, publish func(*gateway.Snapshot)) *Publisher {
 		cur: &gateway.Snapshot{Endpoints: map[string]*gateway.Endpoint{}}}
 }
 
+// SetLLM makes every snapshot carry the LLM routing table that build
+// returns (the llm service's Snapshot). Call it before Run; call Changed
+// when the table changes. When build fails, a table it returns with the
+// error is used all the same (one left without what failed); without one
+// the snapshot keeps the current table.
+func (p *Publisher) SetLLM(build func(context.Context) (*gateway.LLM, error)) {
+	p.mu.Lock()
+	p.llm = build
+	p.mu.Unlock()
+}
+
 // Changed asks for a rebuild soon.
 func (p *Publisher) Changed() {
 	select {
@@ -90,17 +104,33 @@ func (p *Publisher) Changed() {
 }
 
 // Rebuild builds a snapshot and publishes it when it differs from the
-// current one.
+// current one. An error building the LLM table is returned after the
+// snapshot is published (endpoint changes still go out; see SetLLM).
 func (p *Publisher) Rebuild(ctx context.Context) error {
 	snap, err := p.svc.BuildSnapshot(ctx)
 	if err != nil {
 		return err
 	}
-	body, _ := json.Marshal(snap.Endpoints)
+	p.mu.Lock()
+	build := p.llm
+	p.mu.Unlock()
+	var llmErr error
+	if build != nil {
+		if snap.LLM, llmErr = build(ctx); llmErr != nil {
+			llmErr = fmt.Errorf("building the LLM routing table: %w", llmErr)
+			if snap.LLM == nil {
+				snap.LLM = p.Current().LLM
+			}
+		}
+	}
+	body, _ := json.Marshal(struct {
+		Endpoints map[string]*gateway.Endpoint `json:"endpoints"`
+		LLM       *gateway.LLM                 `json:"llm"`
+	}{snap.Endpoints, snap.LLM})
 	p.mu.Lock()
 	if string(body) == string(p.body) {
 		p.mu.Unlock()
-		return nil
+		return llmErr
 	}
 	snap.Version = p.cur.Version + 1
 	p.cur, p.body = snap, body
@@ -110,7 +140,7 @@ func (p *Publisher) Rebuild(ctx context.Context) error {
 	if p.publish != nil {
 		p.publish(snap)
 	}
-	return nil
+	return llmErr
 }
 
 // Current returns the current snapshot.

@@ -41,7 +41,13 @@ func start(t testing.TB, d store.Dialect) *env {
 // included.
 func startWith(t testing.TB, cfg server.Config) *env {
 	t.Helper()
-	srv, err := server.New(context.Background(), cfg, discardLog())
+	return startLogged(t, cfg, discardLog())
+}
+
+// startLogged is startWith with the server logging to log.
+func startLogged(t testing.TB, cfg server.Config, log *slog.Logger) *env {
+	t.Helper()
+	srv, err := server.New(context.Background(), cfg, log)
 	if err != nil {
 		t.Fatalf("starting server: %v", err)
 	}

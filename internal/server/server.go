@@ -38,9 +38,12 @@ import (
 	"github.com/plinth-dev/plinth/internal/fault"
 	"github.com/plinth-dev/plinth/internal/gateway"
 	"github.com/plinth-dev/plinth/internal/jobs"
+	"github.com/plinth-dev/plinth/internal/llm"
 	"github.com/plinth-dev/plinth/internal/mlflowapi"
 	"github.com/plinth-dev/plinth/internal/observe"
+	"github.com/plinth-dev/plinth/internal/ratelimit"
 	"github.com/plinth-dev/plinth/internal/registry"
+	"github.com/plinth-dev/plinth/internal/secret"
 	"github.com/plinth-dev/plinth/internal/store"
 	"github.com/plinth-dev/plinth/internal/tracking"
 	"github.com/plinth-dev/plinth/internal/workspace"
@@ -58,6 +61,15 @@ type Config struct {
 	// BootstrapKey, if set, becomes the first admin key instead of a
 	// random one. Ignored once an admin exists.
 	BootstrapKey string `json:"bootstrap_key"`
+	// SecretKey is the platform secret key (base64 of 32 bytes) that seals
+	// LLM backend credentials at rest; empty means DataDir/secret.key,
+	// created on first start. Control planes sharing one PostgreSQL must
+	// all have the same key.
+	SecretKey string `json:"secret_key"`
+	// Redis is a redis:// URL holding the LLM limits' counters, shared by
+	// this control plane's gateway and standalone gateways (plinth gateway
+	// --redis-url); empty keeps them in this process.
+	Redis string `json:"redis"`
 	// Artifacts is the blob store URL for run artifacts and uploaded data
 	// (file:///dir, s3://bucket, azblob://container); empty means
 	// DataDir/artifacts.
@@ -114,6 +126,7 @@ type Server struct {
 	handler  http.Handler
 	ready    atomic.Bool
 	registry *prometheus.Registry
+	redis    *ratelimit.Redis // nil: the gateway counts LLM limits in memory
 
 	Auth       *auth.Service
 	Workspaces *workspace.Service
@@ -127,6 +140,7 @@ type Server struct {
 	Endpoints  *endpoint.Service
 	Controller *endpoint.Controller
 	Snapshots  *endpoint.Publisher
+	LLM        *llm.Service
 	Gateway    *gateway.Gateway
 	meter      *gateway.Meter
 	Artifacts  *artifact.Store
@@ -165,6 +179,16 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	}
 	for _, m := range applied {
 		log.Info("applied migration", "version", m.Version, "name", m.Name, "database", db.Location)
+	}
+
+	secretKey, keyCreated, err := secret.Load(cfg.SecretKey, cfg.DataDir)
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("the platform secret key: %w", err)
+	}
+	if keyCreated {
+		log.Info("created the platform secret key, which seals LLM backend credentials; back it up with the database",
+			"file", filepath.Join(cfg.DataDir, secret.FileName), "key_id", secretKey.ID())
 	}
 
 	s.Audit = audit.New(db, nil)
@@ -277,7 +301,16 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	models := modelResolver{s.Registry}
 	s.Controller = endpoint.NewController(s.Endpoints, s.Executor, s.Artifacts, models, filepath.Join(cfg.DataDir, "replicas"), log, nil)
 	captured := s.Artifacts.Private("capture")
-	s.Gateway = gateway.New(gateway.Options{Auth: gatewayAuth{s.Auth}, Waker: s.Controller, Meter: s.meter, Registry: s.registry, Log: log,
+	var counter ratelimit.Counter
+	if cfg.Redis != "" {
+		rc, err := ratelimit.OpenRedis(cfg.Redis, "plinth")
+		if err != nil {
+			db.Close()
+			return nil, fmt.Errorf("redis: %w", err)
+		}
+		s.redis, counter = rc, rc
+	}
+	s.Gateway = gateway.New(gateway.Options{Auth: gatewayAuth{s.Auth}, Waker: s.Controller, Meter: s.meter, Registry: s.registry, Log: log, Counter: counter,
 		Capture: func(ctx context.Context, r gateway.Record, req, resp []byte) {
 			// One JSON document per sampled call, by deployment and hour,
 			// where the artifact routes cannot change it.
@@ -299,6 +332,16 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		return out
 	})
 	s.API.Endpoints, s.API.Models, s.API.Snapshots, s.API.Controller = s.Endpoints, models, s.Snapshots, s.Controller
+
+	// The foundation-model front door: its routing table travels in every
+	// route snapshot, and its changes are published within a second.
+	s.LLM = llm.NewService(db, s.Audit, secretKey, s.Snapshots.Changed)
+	s.LLM.UseWorkspaceTeams(s.workspaceTeams)
+	s.Snapshots.SetLLM(s.LLM.Snapshot)
+	s.API.LLM = s.LLM
+	if err := s.LLM.CheckCredentials(ctx); err != nil {
+		log.Error("LLM backend credentials cannot be unsealed: gateways keep routing without them", "key_id", secretKey.ID(), "error", err)
+	}
 
 	mux := http.NewServeMux()
 	s.API.Register(mux)
@@ -419,12 +462,15 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	return err
 }
 
-// Close closes the artifact store and the database (SQLite checkpoints
-// its WAL).
+// Close closes the artifact store, the Redis client and the database
+// (SQLite checkpoints its WAL).
 func (s *Server) Close() error {
 	var err error
 	if s.Artifacts != nil {
 		err = s.Artifacts.Close()
+	}
+	if s.redis != nil {
+		s.redis.Close()
 	}
 	return errors.Join(err, s.db.Close())
 }
@@ -489,6 +535,26 @@ func (s *Server) ensureDefaultExperiments(ctx context.Context) error {
 		}
 		if next == "" {
 			return s.Tracking.EnsureDefaultExperiments(ctx, all)
+		}
+		after = next
+	}
+}
+
+// workspaceTeams maps every workspace to its team, for the LLM routing
+// table (LLM calls are charged and limited as their workspace's team).
+func (s *Server) workspaceTeams(ctx context.Context) (map[string]string, error) {
+	out := map[string]string{}
+	after := ""
+	for {
+		page, next, err := s.Workspaces.List(ctx, workspace.ListOptions{After: after, Limit: 1000})
+		if err != nil {
+			return nil, err
+		}
+		for _, w := range page {
+			out[w.Name] = w.Team
+		}
+		if next == "" {
+			return out, nil
 		}
 		after = next
 	}
