@@ -24,7 +24,7 @@ import (
 type serveFlags struct {
 	configFile, addr, dataDir, database string
 	artifacts, artifactsRegion          string
-	redis                               string
+	redis, workDir                      string
 	debugAddr                           string
 	tlsCert, tlsKey                     string
 	logLevel, logFormat                 string
@@ -39,6 +39,7 @@ func (f *serveFlags) register(cmd *cobra.Command) {
 	fl.StringVar(&f.database, "database", "", "PostgreSQL URL postgres://...; empty means SQLite in the data directory (env PLINTH_DATABASE)")
 	fl.StringVar(&f.artifacts, "artifacts", "", "artifact store URL: file:///dir, s3://bucket?region=..., azblob://container; empty means <data-dir>/artifacts (env PLINTH_ARTIFACTS)")
 	fl.StringVar(&f.artifactsRegion, "artifacts-region", "", "region the artifact store is in; uploads to workspaces that do not allow it are refused (env PLINTH_ARTIFACTS_REGION)")
+	fl.StringVar(&f.workDir, "work-dir", "", "where the local executor keeps its work; servers sharing a database on one host must share it (env PLINTH_WORK_DIR; default: the data directory)")
 	fl.StringVar(&f.redis, "redis", "", "Redis URL redis://host:6379/0 for the LLM limits' counters, shared with standalone gateways; empty keeps them in this process (env PLINTH_REDIS)")
 	fl.StringVar(&f.debugAddr, "debug-addr", "", "serve Go pprof profiles on this address, e.g. 127.0.0.1:6060 (env PLINTH_DEBUG_ADDR)")
 	fl.StringVar(&f.tlsCert, "tls-cert", "", "TLS certificate file; serve HTTPS (env PLINTH_TLS_CERT)")
@@ -67,7 +68,7 @@ func (f *serveFlags) config(cmd *cobra.Command) (server.Config, error) {
 	}
 	for env, dst := range map[string]*string{
 		"PLINTH_ADDR": &cfg.Addr, "PLINTH_HOME": &cfg.DataDir, "PLINTH_DATABASE": &cfg.Database, "PLINTH_ARTIFACTS": &cfg.Artifacts, "PLINTH_ARTIFACTS_REGION": &cfg.ArtifactsRegion, "PLINTH_DEBUG_ADDR": &cfg.DebugAddr,
-		"PLINTH_TLS_CERT": &cfg.TLSCert, "PLINTH_TLS_KEY": &cfg.TLSKey, "PLINTH_BOOTSTRAP_KEY": &cfg.BootstrapKey, "PLINTH_SECRET_KEY": &cfg.SecretKey, "PLINTH_REDIS": &cfg.Redis,
+		"PLINTH_TLS_CERT": &cfg.TLSCert, "PLINTH_TLS_KEY": &cfg.TLSKey, "PLINTH_BOOTSTRAP_KEY": &cfg.BootstrapKey, "PLINTH_SECRET_KEY": &cfg.SecretKey, "PLINTH_REDIS": &cfg.Redis, "PLINTH_WORK_DIR": &cfg.WorkDir,
 		"PLINTH_LOG_LEVEL": &f.logLevel, "PLINTH_LOG_FORMAT": &f.logFormat,
 	} {
 		if v, ok := os.LookupEnv(env); ok && v != "" {
@@ -78,7 +79,7 @@ func (f *serveFlags) config(cmd *cobra.Command) (server.Config, error) {
 	for name, pair := range map[string][2]*string{
 		"addr": {&cfg.Addr, &f.addr}, "data-dir": {&cfg.DataDir, &f.dataDir}, "database": {&cfg.Database, &f.database},
 		"artifacts": {&cfg.Artifacts, &f.artifacts}, "artifacts-region": {&cfg.ArtifactsRegion, &f.artifactsRegion}, "debug-addr": {&cfg.DebugAddr, &f.debugAddr},
-		"tls-cert": {&cfg.TLSCert, &f.tlsCert}, "tls-key": {&cfg.TLSKey, &f.tlsKey}, "redis": {&cfg.Redis, &f.redis},
+		"tls-cert": {&cfg.TLSCert, &f.tlsCert}, "tls-key": {&cfg.TLSKey, &f.tlsKey}, "redis": {&cfg.Redis, &f.redis}, "work-dir": {&cfg.WorkDir, &f.workDir},
 	} {
 		if fl.Changed(name) {
 			*pair[0] = *pair[1]

@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -38,6 +39,7 @@ import (
 	"github.com/plinth-dev/plinth/internal/fault"
 	"github.com/plinth-dev/plinth/internal/gateway"
 	"github.com/plinth-dev/plinth/internal/jobs"
+	"github.com/plinth-dev/plinth/internal/leader"
 	"github.com/plinth-dev/plinth/internal/llm"
 	"github.com/plinth-dev/plinth/internal/mlflowapi"
 	"github.com/plinth-dev/plinth/internal/observe"
@@ -66,6 +68,11 @@ type Config struct {
 	// created on first start. Control planes sharing one PostgreSQL must
 	// all have the same key.
 	SecretKey string `json:"secret_key"`
+	// WorkDir holds what the local executor runs: its records of work
+	// and the replicas' model files; empty means DataDir. Servers that
+	// share a database on one host (a leader and standbys) must share it,
+	// so that a new leader finds the work the old one started.
+	WorkDir string `json:"work_dir"`
 	// Redis is a redis:// URL holding the LLM limits' counters, shared by
 	// this control plane's gateway and standalone gateways (plinth gateway
 	// --redis-url); empty keeps them in this process.
@@ -140,12 +147,15 @@ type Server struct {
 	Endpoints  *endpoint.Service
 	Controller *endpoint.Controller
 	Snapshots  *endpoint.Publisher
-	LLM        *llm.Service
-	Gateway    *gateway.Gateway
-	meter      *gateway.Meter
-	Artifacts  *artifact.Store
-	API        *api.API
-	MLflow     *mlflowapi.API
+	// Elector decides which replica on a shared PostgreSQL runs the
+	// scheduler and controllers (on SQLite this one, always).
+	Elector   *leader.Elector
+	LLM       *llm.Service
+	Gateway   *gateway.Gateway
+	meter     *gateway.Meter
+	Artifacts *artifact.Store
+	API       *api.API
+	MLflow    *mlflowapi.API
 
 	// BootstrapSecret is the first admin key when this start created it,
 	// so the caller can show it once; empty otherwise.
@@ -243,7 +253,11 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	}
 	s.Compute = compute.NewService(db, s.Audit, skus, nil)
 	s.Workspaces.AddHolder(s.Compute)
-	if s.Executor, err = local.New(ctx, filepath.Join(cfg.DataDir, "executor"), local.WithLogger(log)); err != nil {
+	workDir := cfg.WorkDir
+	if workDir == "" {
+		workDir = cfg.DataDir
+	}
+	if s.Executor, err = local.New(ctx, filepath.Join(workDir, "executor"), local.WithLogger(log)); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("starting the local executor: %w", err)
 	}
@@ -299,7 +313,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	})
 	s.meter = gateway.NewMeter(s.Endpoints.WriteCalls, 1<<16, 500, time.Second, s.registry, log)
 	models := modelResolver{s.Registry}
-	s.Controller = endpoint.NewController(s.Endpoints, s.Executor, s.Artifacts, models, filepath.Join(cfg.DataDir, "replicas"), log, nil)
+	s.Controller = endpoint.NewController(s.Endpoints, s.Executor, s.Artifacts, models, filepath.Join(workDir, "replicas"), log, nil)
 	captured := s.Artifacts.Private("capture")
 	var counter ratelimit.Counter
 	if cfg.Redis != "" {
@@ -322,6 +336,16 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 			}
 		}})
 	s.Snapshots = endpoint.NewPublisher(s.Endpoints, s.Gateway.Update)
+	s.Elector = leader.New(db, log)
+	s.registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "plinth_leader",
+		Help: "1 while this server is the leader that runs the scheduler and controllers, 0 on a standby.",
+	}, func() float64 {
+		if s.Elector.Leading() {
+			return 1
+		}
+		return 0
+	}))
 	s.Endpoints.OnChange(func() { s.Snapshots.Changed(); s.Controller.Kick() })
 	s.Controller.OnChange(s.Snapshots.Changed)
 	s.Controller.SetLoad(func() map[string]endpoint.LoadInfo {
@@ -375,7 +399,10 @@ func (s *Server) DB() *store.DB { return s.db }
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
-	checks := map[string]string{"migrations": "ok", "store": "ok"}
+	checks := map[string]string{"migrations": "ok", "store": "ok", "role": "standby"}
+	if s.Elector.Leading() {
+		checks["role"] = "leader"
+	}
 	status := http.StatusOK
 	if !s.ready.Load() {
 		checks["migrations"], status = "pending", http.StatusServiceUnavailable
@@ -422,21 +449,22 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		defer dbg.Close()
 		s.log.Info("serving pprof profiles", "addr", s.cfg.DebugAddr)
 	}
-	go s.pruneUploads(ctx)
 	scheme := "http"
 	if s.cfg.TLSCert != "" {
 		scheme = "https"
 	}
 	s.Jobs.SetTrackingURL(scheme + "://" + ln.Addr().String())
 	s.Instances.SetServerURL(scheme + "://" + ln.Addr().String())
-	go s.Instances.Run(ctx, 5*time.Second)
-	go s.RunEndpoints(ctx)
-	jobsDone := make(chan struct{})
+	// Every replica publishes route snapshots to its own gateway and
+	// meters its own calls; one leader at a time schedules and controls.
+	go s.Snapshots.Run(ctx)
+	go s.meter.Run(ctx)
+	leadDone := make(chan struct{})
 	go func() {
-		defer close(jobsDone)
-		s.Jobs.Run(ctx)
+		defer close(leadDone)
+		s.Elector.Run(ctx, s.lead)
 	}()
-	defer func() { <-jobsDone }()
+	defer func() { <-leadDone }()
 	errc := make(chan error, 1)
 	go func() {
 		if s.cfg.TLSCert != "" || s.cfg.TLSKey != "" {
@@ -574,6 +602,27 @@ func (k instanceKeys) IssueInstanceKey(ctx context.Context, owner, workspace, in
 func (k instanceKeys) RevokeInstanceKey(ctx context.Context, owner, keyID string) error {
 	_, err := k.auth.RevokeKey(ctx, &auth.Identity{Principal: owner}, keyID)
 	return err
+}
+
+// lead runs what exactly one replica may run at a time — the job
+// scheduler, the endpoint controller, compute instance schedules and the
+// pruning of abandoned uploads — until leadership ends with ctx. Work they
+// started keeps running; the next leader adopts it from the database.
+func (s *Server) lead(ctx context.Context) {
+	var wg sync.WaitGroup
+	for _, run := range []func(context.Context){
+		s.pruneUploads,
+		func(ctx context.Context) { s.Instances.Run(ctx, 5*time.Second) },
+		s.Controller.Run,
+	} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			run(ctx)
+		}()
+	}
+	s.Jobs.Run(ctx)
+	wg.Wait()
 }
 
 // RunEndpoints runs the endpoint controller, the route snapshot publisher

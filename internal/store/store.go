@@ -121,6 +121,10 @@ func redact(dsn string) string {
 	return u.Redacted()
 }
 
+// Conn reserves one connection of the write pool for session state
+// (PostgreSQL advisory locks); Close gives it back.
+func (db *DB) Conn(ctx context.Context) (*sql.Conn, error) { return db.write.Conn(ctx) }
+
 // Dialect reports which SQL engine this DB speaks.
 func (db *DB) Dialect() Dialect { return db.dialect }
 
