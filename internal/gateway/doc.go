@@ -40,8 +40,9 @@
 //     to 61 seconds, so no 60-second window ever admits more than the limit;
 //     a refusal is 429 with an integer Retry-After and names the limit. A call
 //     refused by the team limit is not counted against the key. Counters live
-//     in each gateway process: with several gateway replicas each enforces
-//     the limits on the calls it sees.
+//     in the gateway process, or, with Options.Counter set to a shared
+//     (Redis) counter, across every gateway that shares it: then both limits
+//     are checked and counted in one atomic step and hold for all of them.
 //  4. The body is read fully, up to Options.MaxBodyBytes (413 beyond), so it
 //     can be retried and mirrored.
 //  5. Deployment: x-plinth-deployment or azureml-model-deployment pins one

@@ -2,9 +2,13 @@ package gateway
 
 import (
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/plinth-dev/plinth/internal/ratelimit"
+	"github.com/plinth-dev/plinth/internal/ratelimit/redistest"
 )
 
 func TestLimiterSlidingWindow(t *testing.T) {
@@ -151,5 +155,49 @@ func TestTeamRateLimit(t *testing.T) {
 	r := e.score("platform-carol", "{}")
 	if r.status != 429 || !strings.Contains(string(r.body), "team") {
 		t.Fatalf("team limit message: %d %s", r.status, r.body)
+	}
+}
+
+// Two gateways sharing Redis enforce one endpoint rate limit: callers
+// spread over both get at most the limit, together.
+func TestEndpointRateLimitSharedInRedis(t *testing.T) {
+	url, prefix := redistest.URL(t), redistest.Prefix(t)
+	m := newModel(t, "r0", nil)
+	var envs []*env
+	for range 2 {
+		rc, err := ratelimit.OpenRedis(url, prefix)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { rc.Close() })
+		e := newEnv(t, Options{Counter: rc})
+		ep := keyEndpoint(&Deployment{Name: "blue", Replicas: replicas(m), MaxConcurrentPerInstance: 64})
+		ep.RateLimitPerMinute = 30
+		e.g.Update(snap(1, ep))
+		envs = append(envs, e)
+	}
+	var ok, limited atomic.Int64
+	var wg sync.WaitGroup
+	for i := range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 5 {
+				r := envs[i%2].score("primary-key", `{}`)
+				switch r.status {
+				case 200:
+					ok.Add(1)
+				case 429:
+					limited.Add(1)
+					retryAfter(t, r)
+				default:
+					t.Errorf("%d %s", r.status, r.body)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if ok.Load() != 30 || limited.Load() != 70 {
+		t.Fatalf("%d admitted, %d limited by two gateways under 30 per minute", ok.Load(), limited.Load())
 	}
 }

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/plinth-dev/plinth/internal/observe"
+	"github.com/plinth-dev/plinth/internal/ratelimit"
 )
 
 // Headers the gateway reads or writes.
@@ -197,6 +198,9 @@ func (g *Gateway) serve(c *call) {
 
 // rateLimit applies the key and team limits; false means refused (429).
 func (g *Gateway) rateLimit(c *call, ep *endpoint, key *endpointKey) bool {
+	if !g.counterLocal && (ep.rateLimit > 0 || ep.teamLimit > 0) {
+		return g.sharedRateLimit(c, ep, key)
+	}
 	var keyBucket string
 	var keySec int64
 	if ep.rateLimit > 0 {
@@ -231,6 +235,45 @@ func (g *Gateway) rateLimit(c *call, ep *endpoint, key *endpointKey) bool {
 		}
 	}
 	return true
+}
+
+// sharedRateLimit is rateLimit on counters shared with other gateways
+// (Redis): both limits are checked and counted in one atomic step.
+func (g *Gateway) sharedRateLimit(c *call, ep *endpoint, key *endpointKey) bool {
+	var keyBucket string
+	if key != nil {
+		keyBucket = key.limitKey
+	} else {
+		id := c.keyID
+		if id == "" {
+			id = "principal:" + c.principal
+		}
+		keyBucket = ep.platformPrefix + id
+	}
+	limits := []ratelimit.Limit{
+		{Key: "ep:" + keyBucket, Max: int64(ep.rateLimit), Amount: 1, Window: time.Minute},
+		{Key: "ep:" + ep.teamLimitKey, Max: int64(ep.teamLimit), Amount: 1, Window: time.Minute},
+	}
+	d, err := g.counter.Reserve(c.r.Context(), c.start, limits)
+	if err != nil {
+		// As for LLM limits: availability over strictness, counted.
+		g.metrics.llmLimitErrs.Inc()
+		g.log.Warn("endpoint rate limits could not be checked; call let through", "request_id", c.rid, "error", err)
+		return true
+	}
+	if d.Allowed {
+		return true
+	}
+	if d.Refused == 0 {
+		ep.m.limitedKey.Inc()
+		c.fail(http.StatusTooManyRequests, "rate_limit_exceeded",
+			"rate limit of "+strconv.Itoa(ep.rateLimit)+" requests per minute per key exceeded for endpoint "+ep.name, d.RetryAfter)
+	} else {
+		ep.m.limitedTeam.Inc()
+		c.fail(http.StatusTooManyRequests, "rate_limit_exceeded",
+			"team rate limit of "+strconv.Itoa(ep.teamLimit)+" requests per minute exceeded for team "+ep.team, d.RetryAfter)
+	}
+	return false
 }
 
 // readBody reads the whole request body, so it can be retried and
