@@ -32,12 +32,13 @@ func newGatewayCmd(g *globals) *cobra.Command {
 	var addr, cp, redisURL string
 	cmd := &cobra.Command{
 		Use:   "gateway --control-plane URL",
-		Short: "Run the endpoint gateway on its own, following a control plane's routes",
+		Short: "Run the gateway (endpoints and the OpenAI-compatible API) on its own, following a control plane's routes",
 		Long: `Run the data plane of online endpoints as its own process. It follows the control plane's
 route snapshots (long-polling /api/v1/gateway/snapshot with its API key, which needs
-endpoints.read at platform scope) and keeps serving on the last one when the control plane is
-unreachable. Endpoint keys are checked locally; platform keys are checked with the control
-plane and the answer kept for a minute. Calls are metered back to the control plane in batches.`,
+endpoints.read at platform scope; llm.credentials.read too for the OpenAI-compatible API to reach
+LLM backends) and keeps serving on the last one when the control plane is unreachable. Endpoint
+keys are checked locally; platform keys are checked with the control plane and the answer kept for
+a minute. With --redis-url, rate limits and LLM quotas are shared with every gateway using it. Calls are metered back to the control plane in batches.`,
 		Example: "  PLINTH_API_KEY=plk_... plinth gateway --control-plane http://10.0.0.5:8080 --addr 0.0.0.0:8081",
 		Args:    exactArgs(0, "(none)"),
 		RunE: func(cmd *cobra.Command, args []string) error {
