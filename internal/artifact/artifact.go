@@ -26,6 +26,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/bloberror"
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/container"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"gocloud.dev/blob"
 	"gocloud.dev/blob/fileblob"
 	"gocloud.dev/gcerrors"
@@ -45,6 +48,9 @@ type Store struct {
 	root string
 	// view marks a Private view, which shares its parent's bucket.
 	view bool
+	// abortsCleanly is set for drivers that never commit a write whose
+	// reader failed (S3, Azure); see write.
+	abortsCleanly bool
 }
 
 // Private returns a view of the part of the store named area, under
@@ -54,7 +60,9 @@ type Store struct {
 // as the immutable files of data asset versions. The view shares the
 // store's bucket: closing it does nothing, closing the store closes both.
 func (s *Store) Private(area string) *Store {
-	return &Store{bucket: s.bucket, dir: s.dir, now: s.now, root: s.root + ReservedPrefix + area + "/", view: true}
+	v := *s
+	v.root, v.view = s.root+ReservedPrefix+area+"/", true
+	return &v
 }
 
 // Entry is one item of a listing.
@@ -133,7 +141,9 @@ func openDir(dir string) (*Store, error) {
 // test, or a bucket opened with custom options). The store owns it:
 // Close closes it.
 func FromBucket(b *blob.Bucket) *Store {
-	return &Store{bucket: b, now: time.Now}
+	var s3c *s3.Client
+	var azc *container.Client
+	return &Store{bucket: b, now: time.Now, abortsCleanly: b.As(&s3c) || b.As(&azc)}
 }
 
 // Close releases the bucket; on a Private view it does nothing.
@@ -145,10 +155,11 @@ func (s *Store) Close() error {
 }
 
 // Put stores the bytes of r under key, replacing any blob there, and
-// returns how many bytes it stored. r is streamed through a fixed-size
-// buffer; the blob appears only once r has reached EOF and the driver has
-// committed it. If r fails or ctx ends first, nothing is stored and the
-// previous blob, if any, is unchanged.
+// returns how many bytes it stored. r is streamed through buffers of a
+// bounded size (a few parts or blocks on S3 and Azure); the blob appears
+// only once r has reached EOF and the driver has committed it. If r fails
+// or ctx ends first, nothing is stored and the previous blob, if any, is
+// unchanged.
 func (s *Store) Put(ctx context.Context, key string, r io.Reader) (int64, error) {
 	k, err := s.writableKey(key)
 	if err != nil {
@@ -158,11 +169,18 @@ func (s *Store) Put(ctx context.Context, key string, r io.Reader) (int64, error)
 }
 
 // writableKey cleans a key for writing. fileblob cannot store names that
-// end in its sidecar suffix, so a local store refuses them up front.
+// end in its sidecar suffix, so a local store refuses them up front. No
+// store can keep a folder whose name ends in "..": gocloud escapes the
+// slash after it ("v1../x" is stored as the one name "v1..__0x2f__x" on
+// disk, S3 and Azure alike), so the file would be listed as "v1../x" at
+// the folder's level and not at all inside "v1..".
 func (s *Store) writableKey(key string) (string, error) {
 	k, err := CleanKey(key)
 	if err != nil {
 		return "", err
+	}
+	if strings.Contains(k, "../") {
+		return "", fault.InvalidField("path", "%s: folder names ending in '..' cannot be stored", clip(key))
 	}
 	if s.dir != "" && strings.HasSuffix(k, ".attrs") {
 		return "", fault.InvalidField("path", "%s: names ending in .attrs cannot be stored on a local-disk artifact store", clip(key))
@@ -187,56 +205,119 @@ func (s sourceReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// write streams r to key through a cancellable writer, also into tee when
-// it is not nil. Cancelling the writer's context before Close is how
-// gocloud aborts a write. Wrap a caller's reader in sourceReader so that
-// its failures are told apart from the store's; errors of other readers
-// are returned as they are.
+// abortGrace is how long a write to S3 or Azure may go on after its
+// caller's context ended, to finish the request in flight and abort the
+// upload cleanly (see write).
+const abortGrace = 30 * time.Second
+
+// write streams r to key, also into tee when it is not nil, and returns
+// how many bytes it read from r. The driver reads r itself (gocloud's
+// Upload) through buffers of a bounded size: 32 KiB on local disk; on S3
+// the AWS transfer manager's (up to 16 MiB read to choose between one PUT
+// and a multipart upload, then 6 parts of 8 MiB); on Azure 5 blocks of
+// 8 MiB, mapped outside the Go heap.
+//
+// A write that fails must leave nothing behind, and how differs by
+// driver. fileblob commits on Close unless its context has ended, so a
+// failure of r, or the end of ctx, cancels the driver's context at once.
+// S3 and Azure commit only after reading r to its end and abort on their
+// own when r fails; but the AWS transfer manager aborts its multipart
+// upload with the context it was given, so cancelling that context first
+// would leave the upload pending, its parts stored (and billed) unseen.
+// There the end of ctx makes r fail at its next read instead, and the
+// driver's context ends abortGrace later, in case the store hangs.
+//
+// Wrap a caller's reader in sourceReader so that its failures are told
+// apart from the store's; errors of other readers are returned as they
+// are.
+//
+// Writing through blob.Writer instead (NewWriter, Write, Close) is not
+// safe on Azure: in gocloud v0.47 the azureblob writer's Close panics on
+// a nil pipe when the upload failed first, as it does when a write is
+// aborted.
 func (s *Store) write(ctx context.Context, key string, r io.Reader, tee io.Writer) (int64, error) {
-	wctx, cancel := context.WithCancel(ctx)
+	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
+	src := &uploadSource{ctx: ctx, r: r, tee: tee}
+	if !s.abortsCleanly {
+		src.onFail = cancel
+	}
+	stop := context.AfterFunc(ctx, func() {
+		if s.abortsCleanly {
+			time.AfterFunc(abortGrace, cancel)
+		} else {
+			cancel()
+		}
+	})
+	defer stop()
 	ct := mime.TypeByExtension(path.Ext(key))
 	if ct == "" {
 		ct = "application/octet-stream"
 	}
-	w, err := s.bucket.NewWriter(wctx, key, &blob.WriterOptions{ContentType: ct})
-	if err != nil {
-		return 0, s.storageError(err, "writing", key)
-	}
-	var dst io.Writer = w
-	if tee != nil {
-		dst = io.MultiWriter(w, tee)
-	}
-	buf := make([]byte, 256<<10)
-	n, err := io.CopyBuffer(onlyWriter{dst}, onlyReader{r}, buf)
-	if err != nil {
-		cancel()
-		_ = w.Close()
+	err := s.bucket.Upload(wctx, key, src, &blob.WriterOptions{ContentType: ct})
+	if src.err != nil {
 		var re readError
-		if errors.As(err, &re) {
-			return n, fault.Wrap(fault.Invalid, re.err, "upload of %s ended early: nothing was stored", clip(key))
+		if errors.As(src.err, &re) {
+			return src.n, fault.Wrap(fault.Invalid, re.err, "upload of %s ended early: nothing was stored", clip(strings.TrimPrefix(key, s.root)))
 		}
-		if _, ok := fault.As(err); ok {
-			return n, err
+		if _, ok := fault.As(src.err); ok {
+			return src.n, src.err
 		}
-		return n, s.storageError(err, "writing", key)
+		return src.n, s.storageError(src.err, "writing", key)
 	}
-	if err := w.Close(); err != nil {
-		return n, s.storageError(err, "writing", key)
+	if err != nil {
+		return src.n, s.storageError(err, "writing", key)
 	}
-	return n, nil
+	return src.n, nil
 }
 
-// onlyReader hides WriteTo, for the same reason.
-type onlyReader struct{ r io.Reader }
+// uploadSource is what a driver reads an upload from: it counts the
+// bytes and copies them into tee; it fails when r fails or ctx ends,
+// remembering why and calling onFail (if set) before the driver hears of
+// it. Only the driver's one reading goroutine touches it until Upload
+// returns.
+type uploadSource struct {
+	ctx    context.Context
+	r      io.Reader
+	tee    io.Writer
+	onFail func()
+	n      int64
+	err    error
+}
 
-func (o onlyReader) Read(p []byte) (int, error) { return o.r.Read(p) }
+func (u *uploadSource) Read(p []byte) (int, error) {
+	if u.err != nil {
+		return 0, u.err
+	}
+	if err := u.ctx.Err(); err != nil {
+		return 0, u.fail(err)
+	}
+	n, err := u.r.Read(p)
+	u.n += int64(n)
+	if n > 0 && u.tee != nil {
+		if _, werr := u.tee.Write(p[:n]); werr != nil && err == nil {
+			err = werr
+		}
+	}
+	switch {
+	case err == io.EOF:
+		// The end of ctx after the last byte still aborts the write.
+		if cerr := u.ctx.Err(); cerr != nil {
+			return n, u.fail(cerr)
+		}
+	case err != nil:
+		return n, u.fail(err)
+	}
+	return n, err
+}
 
-// onlyWriter hides ReadFrom so that io.CopyBuffer uses the given buffer
-// and the source's read errors stay recognisable.
-type onlyWriter struct{ w io.Writer }
-
-func (o onlyWriter) Write(p []byte) (int, error) { return o.w.Write(p) }
+func (u *uploadSource) fail(err error) error {
+	u.err = err
+	if u.onFail != nil {
+		u.onFail()
+	}
+	return err
+}
 
 // Open returns a reader of the blob at key and its size. The reader also
 // implements io.Seeker (so HTTP range requests can be served from it); the
@@ -252,8 +333,35 @@ func (s *Store) Open(ctx context.Context, key string) (io.ReadCloser, int64, err
 	if err != nil {
 		return nil, 0, s.storageError(err, "reading", k)
 	}
-	return r, r.Size(), nil
+	return &reader{r: r, size: r.Size()}, r.Size(), nil
 }
+
+// reader reads a blob and answers io.EOF at its end by itself: after a
+// Seek to the end, gocloud's s3blob asks S3 for the range "bytes=<size>-",
+// which S3 refuses (416 InvalidRange) rather than reading nothing.
+type reader struct {
+	r         *blob.Reader
+	size, pos int64
+}
+
+func (r *reader) Read(p []byte) (int, error) {
+	if r.pos >= r.size {
+		return 0, io.EOF
+	}
+	n, err := r.r.Read(p)
+	r.pos += int64(n)
+	return n, err
+}
+
+func (r *reader) Seek(offset int64, whence int) (int64, error) {
+	pos, err := r.r.Seek(offset, whence)
+	if err == nil {
+		r.pos = pos
+	}
+	return pos, err
+}
+
+func (r *reader) Close() error { return r.r.Close() }
 
 // tempFileRE matches the names fileblob gives its in-flight temporary files
 // ("<name>.<hex nanoseconds>.tmp").
@@ -368,6 +476,12 @@ func removeEmptyDirs(dir string) {
 // on it, and wraps it otherwise.
 func (s *Store) storageError(err error, verb, key string) error {
 	key = strings.TrimPrefix(key, s.root)
+	if bloberror.HasCode(err, bloberror.InvalidBlockList) {
+		// Azure keeps one list of uncommitted blocks a blob: when two
+		// writes of the same blob in blocks (above 8 MiB) race, the first
+		// to commit drops the other's blocks, and that one fails.
+		return fault.Wrap(fault.Unavailable, err, "artifact %s was written by another request at the same time; retry %s it", clip(key), verb)
+	}
 	switch gcerrors.Code(err) {
 	case gcerrors.NotFound:
 		return fault.Wrap(fault.NotFound, err, "artifact %s does not exist", clip(key))

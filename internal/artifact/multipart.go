@@ -86,7 +86,34 @@ func (s *Store) CreateMultipart(ctx context.Context, key string) (string, error)
 }
 
 // Multipart returns the pending upload with this id, or fault.NotFound.
+// Each store sees only the uploads it started: a Private view those into
+// its area, the store none of any area's.
 func (s *Store) Multipart(ctx context.Context, id string) (Upload, error) {
+	u, err := s.manifest(ctx, id)
+	if err != nil {
+		return Upload{}, err
+	}
+	if !s.owns(u.Key) {
+		return Upload{}, noSuchUpload(id)
+	}
+	u.Key = strings.TrimPrefix(u.Key, s.root)
+	return u, nil
+}
+
+// owns reports whether a key of the bucket (as an upload's manifest
+// records it) lies in this store's part of the key space.
+func (s *Store) owns(bucketKey string) bool {
+	rel, ok := strings.CutPrefix(bucketKey, s.root)
+	if !ok {
+		return false
+	}
+	_, err := CleanKey(rel)
+	return err == nil
+}
+
+// manifest reads the record of an upload, whichever store started it;
+// its Key is the bucket's key.
+func (s *Store) manifest(ctx context.Context, id string) (Upload, error) {
 	if !validUploadID(id) {
 		return Upload{}, noSuchUpload(id)
 	}
@@ -149,7 +176,7 @@ func (s *Store) CompleteMultipart(ctx context.Context, uploadID string, parts []
 	}
 	pr := &partsReader{ctx: ctx, s: s, id: uploadID, parts: parts}
 	defer pr.close()
-	if _, err := s.write(ctx, u.Key, pr, nil); err != nil {
+	if _, err := s.write(ctx, s.root+u.Key, pr, nil); err != nil {
 		return err
 	}
 	// The artifact is in place; leftovers of the upload are only clutter,
@@ -159,18 +186,27 @@ func (s *Store) CompleteMultipart(ctx context.Context, uploadID string, parts []
 }
 
 // AbortMultipart ends an upload and deletes its parts. Aborting an upload
-// that no longer exists is not an error.
+// that no longer exists, or that another store started (see Multipart),
+// is not an error; the latter is left alone.
 func (s *Store) AbortMultipart(ctx context.Context, uploadID string) error {
 	if !validUploadID(uploadID) {
 		return fault.InvalidField("upload_id", "%s is not an upload id", clip(uploadID))
 	}
+	u, err := s.manifest(ctx, uploadID)
+	switch {
+	case err == nil && !s.owns(u.Key):
+		return nil
+	case err != nil && !fault.Is(err, fault.NotFound):
+		return err
+	}
+	// Without its record, an upload's leftover parts go too.
 	return s.deletePrefix(ctx, uploadDir(uploadID))
 }
 
 // PruneMultipart aborts the uploads created before before (and removes
-// parts left without an upload, once they are that old). It returns how
-// many it removed; run it now and then, since clients do not always abort
-// what they abandon.
+// parts left without an upload, once they are that old), those of every
+// store that shares the bucket. It returns how many it removed; run it
+// now and then, since clients do not always abort what they abandon.
 func (s *Store) PruneMultipart(ctx context.Context, before time.Time) (int, error) {
 	var ids []string
 	it := s.bucket.List(&blob.ListOptions{Prefix: multipartRoot, Delimiter: "/"})
@@ -188,7 +224,7 @@ func (s *Store) PruneMultipart(ctx context.Context, before time.Time) (int, erro
 	}
 	n := 0
 	for _, id := range ids {
-		u, err := s.Multipart(ctx, id)
+		u, err := s.manifest(ctx, id)
 		stale := false
 		switch {
 		case err == nil:
