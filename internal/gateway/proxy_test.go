@@ -352,9 +352,13 @@ func TestMirrorNeverAffectsCallers(t *testing.T) {
 				}
 			})
 			slices.Sort(lat)
-			p99 := lat[len(lat)*99/100]
-			if p99 > 250*time.Millisecond {
-				t.Fatalf("caller p99 %v with a mirror that %s", p99, kind)
+			// A caller held up by the mirror would wait for its 2 s timeout
+			// (or its 10 s hang): no call may come near that. The median
+			// shows callers are not slowed in general; the bounds leave room
+			// for a loaded, shared machine running with -race.
+			p50, worst := lat[len(lat)/2], lat[len(lat)-1]
+			if worst >= 1500*time.Millisecond || p50 > 100*time.Millisecond {
+				t.Fatalf("callers with a mirror that %s: p50 %v, slowest %v", kind, p50, worst)
 			}
 			l := e.g.metrics.labelsFor("default", "ep", "shadow")
 			waitFor(t, "mirror copies to settle", func() bool {
