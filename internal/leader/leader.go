@@ -7,7 +7,8 @@
 // the lock the moment PostgreSQL sees its connection close. Standbys try
 // for the lock every RetryEvery; the leader checks its session every
 // CheckEvery and steps down — stops everything it runs — as soon as the
-// session fails, before PostgreSQL could hand the lock to anyone else.
+// session fails; a new leader waits two checks' time before it starts, so
+// that a leader cut off from its session has stopped by then.
 // On SQLite there is one server by construction: it always leads.
 package leader
 
@@ -74,6 +75,18 @@ func (e *Elector) Run(ctx context.Context, lead func(ctx context.Context)) {
 		conn := e.acquire(ctx)
 		if conn == nil {
 			return
+		}
+		// PostgreSQL frees the lock the moment the old leader's session
+		// ends, but a leader whose session was ended while it lives (an
+		// operator's pg_terminate_backend, a database restart) learns of
+		// it only at its next check, which may itself take CheckEvery to
+		// time out. Waiting that long before leading means the two never
+		// run at once.
+		select {
+		case <-ctx.Done():
+			e.release(conn)
+			return
+		case <-time.After(2*e.CheckEvery + 100*time.Millisecond):
 		}
 		e.term(ctx, lead, conn)
 	}
