@@ -595,12 +595,11 @@ func (g *Gateway) llmRequest(c *llmCall, t llmTarget, mirror bool) (*upRequest, 
 		}
 		body = nb
 	}
-	fwd := &forwarding{header: c.r.Header, proto: "http", host: c.r.Host, rid: c.rid, mirror: mirror,
-		dropped: []string{"Accept-Encoding", "Openai-Organization", "Openai-Project", "Openai-Beta"}}
-	if c.r.TLS != nil {
-		fwd.proto = "https"
-	}
-	fwd.xff = clientIP(c.r)
+	// The backend's answer is parsed for usage, so it must come
+	// uncompressed; the caller's OpenAI account headers mean nothing to it.
+	fwd := newForwarding(c.r, c.rid)
+	fwd.mirror = mirror
+	fwd.dropped = append(fwd.dropped, "Accept-Encoding", "Openai-Organization", "Openai-Project", "Openai-Beta")
 	req := &upRequest{method: http.MethodPost, body: body, fwd: fwd}
 	switch b.cfg.Style {
 	case StyleEndpoint:
@@ -637,17 +636,6 @@ func (g *Gateway) llmRequest(c *llmCall, t llmTarget, mirror bool) (*upRequest, 
 		}
 	}
 	return req, nil
-}
-
-func clientIP(r *http.Request) string {
-	ip := r.RemoteAddr
-	if i := strings.LastIndexByte(ip, ':'); i > 0 {
-		ip = strings.Trim(ip[:i], "[]")
-	}
-	if prior := r.Header["X-Forwarded-For"]; len(prior) > 0 {
-		return strings.Join(prior, ", ") + ", " + ip
-	}
-	return ip
 }
 
 // retryAfterOf reads retry-after-ms (Azure OpenAI, OpenAI) or

@@ -768,10 +768,14 @@ type forwarding struct {
 	mirror  bool
 }
 
-func (c *call) forwarding() *forwarding {
-	in := c.r.Header
-	f := &forwarding{header: in, host: c.r.Host, rid: c.rid, proto: "http"}
-	if c.r.TLS != nil {
+func (c *call) forwarding() *forwarding { return newForwarding(c.r, c.rid) }
+
+// newForwarding is what every call to an upstream carries of the caller's
+// request r with request id rid.
+func newForwarding(r *http.Request, rid string) *forwarding {
+	in := r.Header
+	f := &forwarding{header: in, host: r.Host, rid: rid, proto: "http"}
+	if r.TLS != nil {
 		f.proto = "https"
 	}
 	for _, v := range in["Connection"] {
@@ -781,7 +785,7 @@ func (c *call) forwarding() *forwarding {
 			}
 		}
 	}
-	ip := c.r.RemoteAddr
+	ip := r.RemoteAddr
 	if host, _, err := net.SplitHostPort(ip); err == nil {
 		ip = host
 	}
