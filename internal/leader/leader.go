@@ -16,7 +16,6 @@ import (
 	"context"
 	"database/sql"
 	"database/sql/driver"
-	"errors"
 	"log/slog"
 	"sync/atomic"
 	"time"
@@ -204,7 +203,5 @@ func (e *Elector) release(conn *sql.Conn) {
 // discard closes conn's underlying connection instead of pooling it.
 func discard(conn *sql.Conn) {
 	conn.Raw(func(any) error { return driver.ErrBadConn })
-	if err := conn.Close(); err != nil && !errors.Is(err, sql.ErrConnDone) {
-		_ = err // already closed: nothing more to give back
-	}
+	conn.Close() // ErrConnDone once Raw has discarded it: nothing left to give back
 }
