@@ -2,6 +2,7 @@ package leader
 
 import (
 	"context"
+	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -96,7 +97,7 @@ func TestOneLeaderAndFailover(t *testing.T) {
 }
 
 func TestSQLiteAlwaysLeads(t *testing.T) {
-	db, err := store.Open(context.Background(), "file:"+t.TempDir()+"/p.db")
+	db, err := store.Open(context.Background(), filepath.Join(t.TempDir(), "p.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
