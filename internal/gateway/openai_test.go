@@ -564,7 +564,10 @@ func TestOpenAIStreamIsNotBuffered(t *testing.T) {
 	}
 	direct, _ := firstChunk(up.URL()+"/v1/chat/completions", "x")
 	through, times := firstChunk(le.srv.URL+"/openai/v1/chat/completions", "platform-alice")
-	if d := through - direct; d > 50*time.Millisecond {
+	// A buffered stream would show its first chunk only with its last, at
+	// least 300 ms (three chunk delays) later than direct; the bound leaves
+	// room for a loaded machine (bench/llm measures the real overhead).
+	if d := through - direct; d > 200*time.Millisecond {
 		t.Fatalf("first content chunk %v through the gateway, %v direct", through, direct)
 	}
 	if len(times) < 3 || times[len(times)-1]-times[0] < 150*time.Millisecond {
