@@ -165,7 +165,9 @@ func (f fileResponse) respond(w http.ResponseWriter, r *http.Request) {
 		http.ServeContent(w, r, "", timeZero, rs)
 		return
 	}
-	w.Header().Set("Content-Length", strconv.FormatInt(f.file.Size, 10))
+	if f.file.Size >= 0 {
+		w.Header().Set("Content-Length", strconv.FormatInt(f.file.Size, 10))
+	}
 	w.WriteHeader(http.StatusOK)
 	_, _ = io.Copy(w, f.body)
 }

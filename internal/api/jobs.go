@@ -12,6 +12,7 @@ import (
 	"github.com/plinth-dev/plinth/internal/compute"
 	"github.com/plinth-dev/plinth/internal/fault"
 	"github.com/plinth-dev/plinth/internal/jobs"
+	"github.com/plinth-dev/plinth/internal/registry"
 	"github.com/plinth-dev/plinth/internal/workspace"
 )
 
@@ -36,6 +37,9 @@ func (a *API) jobRoutes() []Route {
 		{Method: "PUT", Path: ws + "/quotas/{family}", Permission: auth.QuotasWrite, Scoped: true, Action: "quota.set", Summary: "Set or remove the workspace's quota for a SKU family", Handle: a.setQuota},
 
 		{Method: "POST", Path: ws + "/jobs/code", Permission: auth.JobsWrite, Scoped: true, MaxBody: jobs.MaxCodeBytes + 1, Summary: "Upload a job's code snapshot (tar.gz)", Handle: a.uploadCode},
+		// Tracking readers (run tokens among them) may read the code their
+		// workspace's runs ran: a job in a pod fetches its snapshot here.
+		{Method: "GET", Path: ws + "/code/{digest}", Permission: auth.TrackingRead, Scoped: true, Summary: "Download a job's code snapshot (tar.gz)", Handle: a.downloadCode},
 		{Method: "GET", Path: ws + "/jobs", Permission: auth.JobsRead, Scoped: true, Summary: "List jobs, newest first", Handle: a.listJobs},
 		{Method: "POST", Path: ws + "/jobs", Permission: auth.JobsWrite, Scoped: true, Action: "job.create", Status: http.StatusCreated, Summary: "Submit a command job", Handle: a.submitJob},
 		{Method: "GET", Path: ws + "/jobs/{id}", Permission: auth.JobsRead, Scoped: true, Summary: "Show a job", Handle: a.getJob},
@@ -199,6 +203,20 @@ func (a *API) uploadCode(r *http.Request, _ *auth.Identity) (any, error) {
 		return nil, err
 	}
 	return map[string]any{"digest": digest, "files": files}, nil
+}
+
+func (a *API) downloadCode(r *http.Request, _ *auth.Identity) (any, error) {
+	sc, err := a.computeScope(r)
+	if err != nil {
+		return nil, err
+	}
+	digest := r.PathValue("digest")
+	body, err := a.Jobs.OpenCode(r.Context(), sc, digest)
+	if err != nil {
+		return nil, err
+	}
+	name := strings.TrimPrefix(digest, "sha256:") + ".tar.gz"
+	return fileResponse{file: registry.DataFile{Path: name, Size: -1}, body: body}, nil
 }
 
 func (a *API) listJobs(r *http.Request, _ *auth.Identity) (any, error) {

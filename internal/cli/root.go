@@ -51,6 +51,7 @@ running server (see 'plinth login').`,
 		newSKUCmd(g), newComputeCmd(g), newJobCmd(g), newQuotaCmd(g), newCostCmd(g),
 		newEndpointCmd(g), newDeploymentCmd(g), newUsageCmd(g), newGatewayCmd(g), newLLMCmd(g),
 	)
+	root.AddCommand(newWorkloadCmd(g))
 	return root
 }
 

@@ -25,6 +25,8 @@ type serveFlags struct {
 	configFile, addr, dataDir, database string
 	artifacts, artifactsRegion          string
 	redis, workDir                      string
+	executor, advertiseURL              string
+	kube                                server.KubernetesConfig
 	debugAddr                           string
 	tlsCert, tlsKey                     string
 	logLevel, logFormat                 string
@@ -41,6 +43,15 @@ func (f *serveFlags) register(cmd *cobra.Command) {
 	fl.StringVar(&f.artifactsRegion, "artifacts-region", "", "region the artifact store is in; uploads to workspaces that do not allow it are refused (env PLINTH_ARTIFACTS_REGION)")
 	fl.StringVar(&f.workDir, "work-dir", "", "where the local executor keeps its work; servers sharing a database on one host must share it (env PLINTH_WORK_DIR; default: the data directory)")
 	fl.StringVar(&f.redis, "redis", "", "Redis URL redis://host:6379/0 for the LLM limits' counters, shared with standalone gateways; empty keeps them in this process (env PLINTH_REDIS)")
+	fl.StringVar(&f.executor, "executor", server.ExecutorLocal, "what runs jobs, endpoint replicas and instances: local (this machine's processes) or kubernetes (env PLINTH_EXECUTOR)")
+	fl.StringVar(&f.advertiseURL, "advertise-url", "", "URL that work started by this server reaches it at, e.g. http://plinth.plinth.svc:8080; required with --executor kubernetes (env PLINTH_ADVERTISE_URL; default: the listen address)")
+	fl.StringVar(&f.kube.Kubeconfig, "kube-config", "", "kubeconfig file of the cluster the kubernetes executor uses; default: the pod's service account, else $KUBECONFIG (env PLINTH_KUBE_CONFIG)")
+	fl.StringVar(&f.kube.Namespace, "kube-namespace", "", "namespace of the work's Jobs, pods and Services (env PLINTH_KUBE_NAMESPACE; default: default)")
+	fl.StringVar(&f.kube.Image, "kube-image", "", "container image for work whose environment names none (env PLINTH_KUBE_IMAGE)")
+	fl.StringVar(&f.kube.ToolsImage, "kube-tools-image", "", "the Plinth image, whose binary fetches jobs' code and inputs in their pods and uploads their outputs (env PLINTH_KUBE_TOOLS_IMAGE)")
+	fl.StringVar(&f.kube.PoolsFile, "kube-pools", "", "YAML file of node pools (name, skus, gpu, spot, node_selector, tolerations, queue) that place work by SKU and tier (env PLINTH_KUBE_POOLS)")
+	fl.StringVar(&f.kube.Queue, "kube-queue", "", "Kueue LocalQueue to submit every Job to, created suspended for Kueue to admit (env PLINTH_KUBE_QUEUE)")
+	fl.StringVar(&f.kube.ServiceAccount, "kube-service-account", "", "service account the work's pods run as; its token is never mounted (env PLINTH_KUBE_SERVICE_ACCOUNT)")
 	fl.StringVar(&f.debugAddr, "debug-addr", "", "serve Go pprof profiles on this address, e.g. 127.0.0.1:6060 (env PLINTH_DEBUG_ADDR)")
 	fl.StringVar(&f.tlsCert, "tls-cert", "", "TLS certificate file; serve HTTPS (env PLINTH_TLS_CERT)")
 	fl.StringVar(&f.tlsKey, "tls-key", "", "TLS private key file (env PLINTH_TLS_KEY)")
@@ -70,6 +81,9 @@ func (f *serveFlags) config(cmd *cobra.Command) (server.Config, error) {
 		"PLINTH_ADDR": &cfg.Addr, "PLINTH_HOME": &cfg.DataDir, "PLINTH_DATABASE": &cfg.Database, "PLINTH_ARTIFACTS": &cfg.Artifacts, "PLINTH_ARTIFACTS_REGION": &cfg.ArtifactsRegion, "PLINTH_DEBUG_ADDR": &cfg.DebugAddr,
 		"PLINTH_TLS_CERT": &cfg.TLSCert, "PLINTH_TLS_KEY": &cfg.TLSKey, "PLINTH_BOOTSTRAP_KEY": &cfg.BootstrapKey, "PLINTH_SECRET_KEY": &cfg.SecretKey, "PLINTH_REDIS": &cfg.Redis, "PLINTH_WORK_DIR": &cfg.WorkDir,
 		"PLINTH_LOG_LEVEL": &f.logLevel, "PLINTH_LOG_FORMAT": &f.logFormat,
+		"PLINTH_EXECUTOR": &cfg.Executor, "PLINTH_ADVERTISE_URL": &cfg.AdvertiseURL, "PLINTH_KUBE_CONFIG": &cfg.Kubernetes.Kubeconfig,
+		"PLINTH_KUBE_NAMESPACE": &cfg.Kubernetes.Namespace, "PLINTH_KUBE_IMAGE": &cfg.Kubernetes.Image, "PLINTH_KUBE_TOOLS_IMAGE": &cfg.Kubernetes.ToolsImage,
+		"PLINTH_KUBE_POOLS": &cfg.Kubernetes.PoolsFile, "PLINTH_KUBE_QUEUE": &cfg.Kubernetes.Queue, "PLINTH_KUBE_SERVICE_ACCOUNT": &cfg.Kubernetes.ServiceAccount,
 	} {
 		if v, ok := os.LookupEnv(env); ok && v != "" {
 			*dst = v
@@ -80,6 +94,10 @@ func (f *serveFlags) config(cmd *cobra.Command) (server.Config, error) {
 		"addr": {&cfg.Addr, &f.addr}, "data-dir": {&cfg.DataDir, &f.dataDir}, "database": {&cfg.Database, &f.database},
 		"artifacts": {&cfg.Artifacts, &f.artifacts}, "artifacts-region": {&cfg.ArtifactsRegion, &f.artifactsRegion}, "debug-addr": {&cfg.DebugAddr, &f.debugAddr},
 		"tls-cert": {&cfg.TLSCert, &f.tlsCert}, "tls-key": {&cfg.TLSKey, &f.tlsKey}, "redis": {&cfg.Redis, &f.redis}, "work-dir": {&cfg.WorkDir, &f.workDir},
+		"executor": {&cfg.Executor, &f.executor}, "advertise-url": {&cfg.AdvertiseURL, &f.advertiseURL}, "kube-config": {&cfg.Kubernetes.Kubeconfig, &f.kube.Kubeconfig},
+		"kube-namespace": {&cfg.Kubernetes.Namespace, &f.kube.Namespace}, "kube-image": {&cfg.Kubernetes.Image, &f.kube.Image},
+		"kube-tools-image": {&cfg.Kubernetes.ToolsImage, &f.kube.ToolsImage}, "kube-pools": {&cfg.Kubernetes.PoolsFile, &f.kube.PoolsFile},
+		"kube-queue": {&cfg.Kubernetes.Queue, &f.kube.Queue}, "kube-service-account": {&cfg.Kubernetes.ServiceAccount, &f.kube.ServiceAccount},
 	} {
 		if fl.Changed(name) {
 			*pair[0] = *pair[1]
@@ -88,6 +106,18 @@ func (f *serveFlags) config(cmd *cobra.Command) (server.Config, error) {
 	cfg.ShutdownTimeout = f.shutdownTimeout
 	if (cfg.TLSCert == "") != (cfg.TLSKey == "") {
 		return cfg, fmt.Errorf("--tls-cert and --tls-key must be given together")
+	}
+	switch cfg.Executor {
+	case "", server.ExecutorLocal:
+	case server.ExecutorKubernetes:
+		if cfg.AdvertiseURL == "" {
+			return cfg, fmt.Errorf("--executor kubernetes needs --advertise-url: the URL pods reach this server at (its Service), for jobs to log runs and fetch their inputs")
+		}
+	default:
+		return cfg, fmt.Errorf("--executor %q: want %s or %s", cfg.Executor, server.ExecutorLocal, server.ExecutorKubernetes)
+	}
+	if u := cfg.AdvertiseURL; u != "" && !strings.HasPrefix(u, "http://") && !strings.HasPrefix(u, "https://") {
+		return cfg, fmt.Errorf("--advertise-url %q: want an http:// or https:// URL", u)
 	}
 	if _, _, err := net.SplitHostPort(cfg.Addr); err != nil {
 		return cfg, fmt.Errorf("--addr %q is not host:port: %v", cfg.Addr, err)

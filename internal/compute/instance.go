@@ -215,6 +215,11 @@ func (m *Instances) Start(ctx context.Context, sc Scope, name string) (Target, e
 	if t.State == StateRunning {
 		return m.svc.Target(ctx, sc, name)
 	}
+	if caps := m.exec.Capabilities(); caps.Remote {
+		// Home and shared folders are directories on this server's disk,
+		// and the app proxy reaches applications on loopback.
+		return t, fault.New(fault.FailedPrecondition, "compute instances run on the server's own machine, and this server runs work on the %s executor", caps.Backend)
+	}
 	gpus, err := m.fits(ctx, sc, t)
 	if err != nil {
 		return t, err

@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -208,6 +207,9 @@ func (c *Controller) reconcile(ctx context.Context, d deploymentRow, load LoadIn
 			changed = changed || r.State == ReplicaReady
 			continue
 		}
+		if r.State == ReplicaStarting && r.Addr == "" {
+			c.learnAddress(ctx, &r, h)
+		}
 		if r.State == ReplicaStarting {
 			if c.probe(ctx, r.Addr, d.Spec.Routes.Readiness, d.Spec.Readiness) {
 				_, _ = c.svc.db.Exec(ctx, `UPDATE replicas SET state = ?, ready_at = ? WHERE id = ?`, ReplicaReady, now.UnixMilli(), r.ID)
@@ -312,6 +314,21 @@ func (c *Controller) resetFails(id string) {
 	c.mu.Unlock()
 }
 
+// learnAddress records the address of a replica that started without one
+// (a pod that had no IP yet), once the executor knows it.
+func (c *Controller) learnAddress(ctx context.Context, r *Replica, h executor.Handle) {
+	nh, err := c.exec.Find(ctx, h.ID)
+	if err != nil || nh.Address(0) == "" {
+		return
+	}
+	raw, _ := json.Marshal(nh)
+	if _, err := c.svc.db.Exec(ctx, `UPDATE replicas SET addr = ?, handle = ? WHERE id = ?`, nh.Address(0), string(raw), r.ID); err != nil {
+		c.log.Warn("recording a replica's address", "replica", r.ID, "error", err)
+		return
+	}
+	r.Addr, r.handle = nh.Address(0), string(raw)
+}
+
 func (c *Controller) probe(ctx context.Context, addr, path string, p Probe) bool {
 	if addr == "" {
 		return false
@@ -366,12 +383,20 @@ func (c *Controller) startReplica(ctx context.Context, d deploymentRow) (Replica
 	sc := compute.Scope{WorkspaceID: d.workspaceID, Workspace: d.workspace, Team: d.team}
 	rid := id.New()
 	dir := filepath.Join(c.dir, rid)
-	env := map[string]string{"PLINTH_ENDPOINT": d.Endpoint, "PLINTH_DEPLOYMENT": d.Name, "PLINTH_REPLICA": rid}
+	env := map[string]string{"PLINTH_WORKSPACE": d.workspace, "PLINTH_ENDPOINT": d.Endpoint, "PLINTH_DEPLOYMENT": d.Name, "PLINTH_REPLICA": rid}
 	if p := os.Getenv("PATH"); p != "" {
 		env["PATH"] = p
 	}
 	for k, v := range d.Spec.EnvironmentVariables {
 		env[k] = v
+	}
+	remote := c.exec.Capabilities().Remote
+	if _, own := d.Spec.EnvironmentVariables["PATH"]; remote && !own {
+		// The server's PATH means nothing inside an image.
+		delete(env, "PATH")
+	}
+	if d.Spec.Model != "" && remote {
+		return Replica{}, fault.New(fault.FailedPrecondition, "deployment %s names a model, which the %s executor cannot fetch into a replica's pod yet: bake the model into the environment's image and leave model empty", d.Name, c.exec.Capabilities().Backend)
 	}
 	if d.Spec.Model != "" {
 		ref := d.Spec.ResolvedModel
@@ -399,9 +424,9 @@ func (c *Controller) startReplica(ctx context.Context, d deploymentRow) (Replica
 	}
 	raw, _ := json.Marshal(h)
 	r := Replica{ID: rid, Generation: d.Generation, State: ReplicaStarting, StartedAt: time.Now(), handle: string(raw)}
-	if len(h.Ports) > 0 {
-		r.Addr = "127.0.0.1:" + strconv.Itoa(h.Ports[0])
-	}
+	// A pod still being scheduled has no address yet: reconcile looks it
+	// up again until it has one.
+	r.Addr = h.Address(0)
 	err = c.svc.db.Tx(ctx, func(tx store.Querier) error {
 		pk, err := c.svc.compute.ServerlessTarget(ctx, tx, sc)
 		if err != nil {

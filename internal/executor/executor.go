@@ -14,6 +14,8 @@ package executor
 import (
 	"context"
 	"io"
+	"net"
+	"strconv"
 	"time"
 )
 
@@ -86,6 +88,11 @@ type Spec struct {
 	// Ports is how many TCP ports to allocate. The process sees them as
 	// $PORT (the first), $PORT_1, $PORT_2, ... and the Handle lists them.
 	Ports int
+	// Stage is for Remote backends only (local ones refuse it): what the
+	// work fetches from the control plane before its command runs and
+	// uploads after the command succeeds. The backend runs the command
+	// under `plinth workload run`, which does both.
+	Stage *Stage `json:"stage,omitempty"`
 }
 
 // Resources are what a work item may use. Zero means "no limit". Which
@@ -112,7 +119,10 @@ type Handle struct {
 	// mistaken for the work.
 	StartTime int64  `json:"start_time,omitempty"`
 	Node      string `json:"node,omitempty"`
-	Ports     []int  `json:"ports,omitempty"`
+	// Host is the address the Ports are served at when it is not this
+	// machine's loopback (a pod's IP).
+	Host  string `json:"host,omitempty"`
+	Ports []int  `json:"ports,omitempty"`
 	// Dir is the work's working directory.
 	Dir string `json:"dir,omitempty"`
 	// LogPath is the combined output log, where it is a file.
@@ -200,6 +210,25 @@ type Capabilities struct {
 	// done instead.
 	CgroupLimits bool   `json:"cgroup_limits"`
 	CgroupReason string `json:"cgroup_reason,omitempty"`
+	// Remote reports that work does not see the control plane's files
+	// (a pod on another node): callers pass what it needs as a Spec.Stage
+	// instead of preparing directories on this machine, and address its
+	// ports at Handle.Host rather than on loopback.
+	Remote bool `json:"remote,omitempty"`
+}
+
+// Address is where port i of the work listens, as host:port: the work's
+// own address on a remote backend, loopback on a local one. It is "" when
+// the handle has no such port.
+func (h Handle) Address(i int) string {
+	if i < 0 || i >= len(h.Ports) {
+		return ""
+	}
+	host := "127.0.0.1"
+	if h.Host != "" {
+		host = h.Host
+	}
+	return net.JoinHostPort(host, strconv.Itoa(h.Ports[i]))
 }
 
 // GPU is one accelerator a job can be given.

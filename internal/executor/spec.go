@@ -63,6 +63,9 @@ func (s Spec) Validate() error {
 	if s.Ports < 0 || s.Ports > MaxPorts {
 		return fault.InvalidField("ports", "must be between 0 and %d, got %d", MaxPorts, s.Ports)
 	}
+	if s.Stage != nil {
+		return s.Stage.Validate(s.Env)
+	}
 	return nil
 }
 
@@ -78,6 +81,110 @@ func ValidateID(id string) error {
 			i > 0 && (c == '.' || c == '_' || c == '-')
 		if !ok {
 			return fault.InvalidField("id", "%q: only letters, digits, '.', '_' and '-' (not first) are allowed", id)
+		}
+	}
+	return nil
+}
+
+// Stage lists what remote work moves between the control plane and itself,
+// through the Plinth API, with the API key in Env[TokenEnv].
+type Stage struct {
+	// Server is the control plane's base URL as the work reaches it.
+	Server string `json:"server"`
+	// TokenEnv names the variable of Spec.Env that holds the API key.
+	TokenEnv string `json:"token_env"`
+	// Dirs are made empty before anything is fetched (outputs' folders).
+	Dirs   []string `json:"dirs,omitempty"`
+	Fetch  []Fetch  `json:"fetch,omitempty"`
+	Upload []Upload `json:"upload,omitempty"`
+}
+
+// What a Fetch brings.
+const (
+	// FetchCode is a job's code snapshot (a tar.gz), extracted into To.
+	FetchCode = "code"
+	// FetchData is every file of a data asset version, under To.
+	FetchData = "data"
+	// FetchArtifacts is every artifact under a key, under To.
+	FetchArtifacts = "artifacts"
+)
+
+// Fetch is one thing remote work downloads before its command runs.
+type Fetch struct {
+	Kind      string `json:"kind"`
+	Workspace string `json:"workspace"`
+	// Source is the code snapshot's digest, the data asset's name, or the
+	// artifact key (it starts with the workspace).
+	Source string `json:"source"`
+	// Version is the data asset's version.
+	Version string `json:"version,omitempty"`
+	// To is an absolute path inside the work's filesystem.
+	To string `json:"to"`
+}
+
+// Upload is one file or folder remote work uploads into the artifact store
+// (under the artifact key To) after its command succeeded. A path that
+// does not exist is skipped: the caller decides whether that is an error.
+type Upload struct {
+	From string `json:"from"`
+	To   string `json:"to"`
+}
+
+// StagedRunEnv is the variable through which a remote backend hands
+// `plinth workload run` its StagedRun (as JSON).
+const StagedRunEnv = "PLINTH_STAGED_RUN"
+
+// StagedRun is a Stage with the command it wraps.
+type StagedRun struct {
+	Stage
+	Command []string `json:"command,omitempty"`
+	Shell   string   `json:"shell,omitempty"`
+	// Dir is where the command runs; it is made when missing.
+	Dir string `json:"dir,omitempty"`
+}
+
+// Validate checks a stage against the spec's environment; errors are
+// fault.Invalid naming the field.
+func (st *Stage) Validate(env map[string]string) error {
+	if !strings.HasPrefix(st.Server, "http://") && !strings.HasPrefix(st.Server, "https://") {
+		return fault.InvalidField("stage.server", "must be an http:// or https:// URL, got %q", st.Server)
+	}
+	if st.TokenEnv == "" || env[st.TokenEnv] == "" {
+		return fault.InvalidField("stage.token_env", "must name a variable of env that holds the API key, got %q", st.TokenEnv)
+	}
+	abs := func(field, p string) error {
+		if !strings.HasPrefix(p, "/") || strings.Contains("/"+p+"/", "/../") || strings.ContainsRune(p, 0) {
+			return fault.InvalidField(field, "must be an absolute path without '..', got %q", p)
+		}
+		return nil
+	}
+	for _, d := range st.Dirs {
+		if err := abs("stage.dirs", d); err != nil {
+			return err
+		}
+	}
+	for _, f := range st.Fetch {
+		switch f.Kind {
+		case FetchCode, FetchData, FetchArtifacts:
+		default:
+			return fault.InvalidField("stage.fetch.kind", "must be %s, %s or %s, got %q", FetchCode, FetchData, FetchArtifacts, f.Kind)
+		}
+		if f.Workspace == "" || f.Source == "" {
+			return fault.InvalidField("stage.fetch", "%s needs a workspace and a source", f.Kind)
+		}
+		if f.Kind == FetchData && f.Version == "" {
+			return fault.InvalidField("stage.fetch.version", "data %s needs a version", f.Source)
+		}
+		if err := abs("stage.fetch.to", f.To); err != nil {
+			return err
+		}
+	}
+	for _, u := range st.Upload {
+		if err := abs("stage.upload.from", u.From); err != nil {
+			return err
+		}
+		if u.To == "" || strings.HasPrefix(u.To, "/") {
+			return fault.InvalidField("stage.upload.to", "must be an artifact key (workspace/...), got %q", u.To)
 		}
 	}
 	return nil

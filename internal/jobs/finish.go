@@ -208,9 +208,14 @@ func lastLines(s string, n int) string {
 // outputs/<name> and registers the named ones as data versions.
 func (s *Service) keepOutputs(ctx context.Context, j Job, sc tracking.Scope, artifactRoot string) error {
 	dir := filepath.Join(s.jobDir(j), "outputs")
+	// On a remote executor the processes uploaded their outputs already.
+	remote := s.Executor.Capabilities().Remote
 	for name, o := range j.Spec.Outputs {
 		local := filepath.Join(dir, name)
 		err := filepath.WalkDir(local, func(p string, d fs.DirEntry, err error) error {
+			if remote {
+				return fs.SkipAll
+			}
 			if err != nil {
 				return err
 			}
@@ -226,6 +231,13 @@ func (s *Service) keepOutputs(ctx context.Context, j Job, sc tracking.Scope, art
 			_, err = s.Artifacts.Put(ctx, artifactRoot+"/outputs/"+filepath.ToSlash(rel), f)
 			return err
 		})
+		if remote && o.Type == TypeURIFile {
+			if r, _, oerr := s.Artifacts.Open(ctx, artifactRoot+"/outputs/"+name); oerr == nil {
+				r.Close()
+			} else {
+				err = os.ErrNotExist
+			}
+		}
 		if os.IsNotExist(err) {
 			if o.Type == TypeURIFile {
 				return fmt.Errorf("output %s: the job wrote no file at ${{outputs.%s}}", name, name)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"path"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -126,8 +127,16 @@ func (s *Service) baseDone() bool {
 	return s.base == nil || s.base.Err() != nil
 }
 
+// DefaultRemoteWorkDir is where a job's code, inputs and outputs are inside
+// the container on a remote executor (a Kubernetes pod), which fetches and
+// uploads them itself.
+const DefaultRemoteWorkDir = "/plinth/work"
+
 // start prepares the attempt and starts its processes.
 func (s *Service) start(ctx context.Context, j *Job) error {
+	if s.Executor.Capabilities().Remote {
+		return s.startRemote(ctx, j)
+	}
 	dir := s.jobDir(*j)
 	if err := os.RemoveAll(dir); err != nil {
 		return err
@@ -177,6 +186,124 @@ func (s *Service) start(ctx context.Context, j *Job) error {
 	if err != nil {
 		return err
 	}
+	return s.launchNodes(ctx, j, command, codeDir, nil)
+}
+
+// startRemote prepares an attempt whose processes cannot see this
+// machine: instead of copying code and inputs into a directory here, it
+// lists what each process fetches through the API with its run token
+// (and which outputs it uploads into the run's artifacts when it
+// succeeds), and renders the command with the paths inside the container.
+func (s *Service) startRemote(ctx context.Context, j *Job) error {
+	_, tsc := s.scopes(*j)
+	run, err := s.Tracking.GetRun(ctx, tsc, j.ID)
+	if err != nil {
+		return fmt.Errorf("the job's run: %w", err)
+	}
+	artifactRoot := strings.TrimPrefix(strings.TrimRight(run.Info.ArtifactURI, "/"), "mlflow-artifacts:/")
+	stage := &executor.Stage{Server: s.serverURL(), TokenEnv: "MLFLOW_TRACKING_TOKEN"}
+	root := DefaultRemoteWorkDir
+	if s.RemoteWorkDir != "" {
+		root = s.RemoteWorkDir
+	}
+	codeDir := root + "/code"
+	if j.CodeDigest != "" {
+		stage.Fetch = append(stage.Fetch, executor.Fetch{Kind: executor.FetchCode, Workspace: j.Workspace, Source: j.CodeDigest, To: codeDir})
+	}
+	inputs := map[string]string{}
+	for name, in := range j.Spec.Inputs {
+		if in.IsLiteral() {
+			if in.Value != nil {
+				inputs[name] = *in.Value
+			}
+			continue
+		}
+		if in.Path == "" {
+			continue
+		}
+		p, f, err := s.remoteInput(ctx, tsc, in, root+"/inputs/"+name)
+		if err != nil {
+			return fault.Wrap(fault.Invalid, err, "input %s (%s): %v", name, clip(in.Path), errorMessage(err))
+		}
+		if f != nil {
+			stage.Fetch = append(stage.Fetch, *f)
+		}
+		inputs[name] = p
+	}
+	outputs := map[string]string{}
+	for name, o := range j.Spec.Outputs {
+		p := root + "/outputs/" + name
+		if o.Type == TypeURIFile {
+			stage.Dirs = append(stage.Dirs, root+"/outputs")
+		} else {
+			stage.Dirs = append(stage.Dirs, p)
+		}
+		stage.Upload = append(stage.Upload, executor.Upload{From: p, To: artifactRoot + "/outputs/" + name})
+		outputs[name] = p
+	}
+	command, err := j.Spec.Render(inputs, outputs)
+	if err != nil {
+		return err
+	}
+	return s.launchNodes(ctx, j, command, codeDir, stage)
+}
+
+// remoteInput is where a data input will be inside the container and what
+// fetches it there (nil for what the command is given as it is).
+func (s *Service) remoteInput(ctx context.Context, sc tracking.Scope, in Input, dir string) (string, *executor.Fetch, error) {
+	src, err := ParseSource(in.Path)
+	if err != nil {
+		return "", nil, err
+	}
+	if in.Mode == "direct" || src.Kind == SourceURL {
+		return in.Path, nil, nil
+	}
+	switch src.Kind {
+	case SourceAsset:
+		v, files, err := s.Registry.DataFiles(ctx, sc, src.Asset, src.Version)
+		if err != nil {
+			return "", nil, err
+		}
+		f := &executor.Fetch{Kind: executor.FetchData, Workspace: sc.Workspace, Source: v.Name, Version: v.Version, To: dir}
+		if v.Type == registry.TypeFile && len(files) == 1 {
+			return dir + "/" + files[0].Path, f, nil
+		}
+		return dir, f, nil
+	case SourceRun, SourceArtifact:
+		key := strings.TrimPrefix(strings.TrimPrefix(in.Path, "mlflow-artifacts:"), "/")
+		if src.Kind == SourceRun {
+			run, err := s.Tracking.GetRun(ctx, sc, src.RunID)
+			if err != nil {
+				return "", nil, err
+			}
+			key = strings.TrimPrefix(strings.TrimRight(run.Info.ArtifactURI, "/"), "mlflow-artifacts:/") + "/" + src.ArtifactPath
+		}
+		key = strings.TrimRight(key, "/")
+		if ws, _, _ := strings.Cut(key, "/"); ws != sc.Workspace {
+			return "", nil, fmt.Errorf("%s is not in workspace %s", in.Path, sc.Workspace)
+		}
+		f := &executor.Fetch{Kind: executor.FetchArtifacts, Workspace: sc.Workspace, Source: key, To: dir}
+		// A file arrives as dir/<its name>, a folder's files under dir.
+		if r, _, err := s.Artifacts.Open(ctx, key); err == nil {
+			r.Close()
+			return dir + "/" + path.Base(key), f, nil
+		}
+		entries, err := s.Artifacts.List(ctx, key)
+		if err != nil {
+			return "", nil, err
+		}
+		if len(entries) == 0 {
+			return "", nil, fmt.Errorf("no artifacts at %s", key)
+		}
+		return dir, f, nil
+	}
+	return "", nil, fmt.Errorf("cannot fetch %s", in.Path)
+}
+
+// launchNodes issues the attempt's run token and starts one process per
+// node running command in dir; stage, for a remote executor, is what each
+// process fetches and uploads.
+func (s *Service) launchNodes(ctx context.Context, j *Job, command, dir string, stage *executor.Stage) error {
 	ttl := 24 * time.Hour
 	if j.TimeoutSeconds > 0 {
 		ttl = time.Duration(j.TimeoutSeconds)*time.Second + time.Hour
@@ -197,7 +324,7 @@ func (s *Service) start(ctx context.Context, j *Job) error {
 	env := map[string]string{}
 	// The local backend runs jobs on this machine, so they find the tools
 	// installed on it; an environment's image would define PATH instead.
-	if p := os.Getenv("PATH"); p != "" && image == "" {
+	if p := os.Getenv("PATH"); p != "" && image == "" && stage == nil {
 		env["PATH"] = p
 	}
 	for k, v := range j.Spec.EnvironmentVariables {
@@ -215,7 +342,7 @@ func (s *Service) start(ctx context.Context, j *Job) error {
 		for k, v := range env {
 			node[k] = v
 		}
-		spec := executor.Spec{ID: attemptID(j.ID, j.Attempt, i), Shell: command, Dir: codeDir, Env: node, Image: image,
+		spec := executor.Spec{ID: attemptID(j.ID, j.Attempt, i), Shell: command, Dir: dir, Env: node, Image: image, Stage: stage,
 			Resources: executor.Resources{CPUs: float64(sku.VCPUs), MemoryBytes: sku.MemoryBytes, GPUs: gpusByNode[j.Nodes[i]]}}
 		h, err := s.Executor.Start(ctx, spec)
 		if err != nil {

@@ -117,6 +117,9 @@ type Deps struct {
 	// RetryBackoff is the first wait before a retry when the job file
 	// gives none (default 10 s); it doubles with each attempt.
 	RetryBackoff time.Duration
+	// RemoteWorkDir replaces DefaultRemoteWorkDir as where jobs' files
+	// are inside their containers on a remote executor.
+	RemoteWorkDir string
 }
 
 // Service submits, schedules, runs and reports command jobs.
@@ -169,6 +172,13 @@ func (s *Service) trackingURI(ws string) string {
 		return s.trackingURL
 	}
 	return s.trackingURL + "/w/" + ws
+}
+
+// serverURL is the control plane's base URL as jobs reach it.
+func (s *Service) serverURL() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.trackingURL
 }
 
 // kick asks for a scheduling pass soon.

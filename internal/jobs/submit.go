@@ -13,6 +13,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 
 	"github.com/plinth-dev/plinth/internal/artifact"
@@ -354,7 +355,27 @@ func (s *Service) extractCode(ctx context.Context, ws, digest, dir string) error
 		return fmt.Errorf("opening code snapshot %s: %w", digest, err)
 	}
 	defer r.Close()
-	_, err = walkTarGz(r, func(name string, mode int64, body io.Reader) error {
+	return ExtractCode(r, dir)
+}
+
+// OpenCode opens a code snapshot of the workspace (a tar.gz), for work that
+// extracts it where it runs.
+func (s *Service) OpenCode(ctx context.Context, sc compute.Scope, digest string) (io.ReadCloser, error) {
+	if !codeDigestRE.MatchString(digest) {
+		return nil, fault.InvalidField("digest", "%q is not a code snapshot digest (sha256:<64 hex digits>)", clip(digest))
+	}
+	r, _, err := s.code.Open(ctx, codeKey(sc.Workspace, digest))
+	if err != nil {
+		return nil, fault.Wrap(fault.NotFound, err, "no code snapshot %s in workspace %s", digest, sc.Workspace)
+	}
+	return r, nil
+}
+
+var codeDigestRE = regexp.MustCompile(`^(sha256:)?[0-9a-f]{64}$`)
+
+// ExtractCode unpacks a code snapshot (as UploadCode checked it) into dir.
+func ExtractCode(r io.Reader, dir string) error {
+	_, err := walkTarGz(r, func(name string, mode int64, body io.Reader) error {
 		target := filepath.Join(dir, filepath.FromSlash(name))
 		if err := os.MkdirAll(filepath.Dir(target), 0o755); err != nil {
 			return err

@@ -134,7 +134,7 @@ func expectAllowed(s subject, rt api.Route) bool {
 // requestFor fills a route's path values and picks a body that fails
 // validation after authorisation, so nothing changes.
 func requestFor(rt api.Route) (string, any) {
-	path := strings.NewReplacer("{ws}", "ws1", "{name}", "no-such-principal", "{id}", "no-such-id", "{version}", "1", "{index}", "0", "{family}", "local-cpu", "{deployment}", "blue", "{team}", "no-such-team").Replace(rt.Path)
+	path := strings.NewReplacer("{ws}", "ws1", "{name}", "no-such-principal", "{id}", "no-such-id", "{version}", "1", "{index}", "0", "{family}", "local-cpu", "{deployment}", "blue", "{team}", "no-such-team", "{digest}", "sha256:"+strings.Repeat("0", 64)).Replace(rt.Path)
 	switch rt.Method {
 	case "POST", "PATCH":
 		return path, map[string]any{}

@@ -35,7 +35,6 @@ import (
 	"github.com/plinth-dev/plinth/internal/compute"
 	"github.com/plinth-dev/plinth/internal/endpoint"
 	"github.com/plinth-dev/plinth/internal/executor"
-	"github.com/plinth-dev/plinth/internal/executor/local"
 	"github.com/plinth-dev/plinth/internal/fault"
 	"github.com/plinth-dev/plinth/internal/gateway"
 	"github.com/plinth-dev/plinth/internal/jobs"
@@ -91,6 +90,17 @@ type Config struct {
 	// SKUFile overrides or extends the SKU catalogue (YAML); empty means
 	// this machine's local SKUs and the built-in cloud list.
 	SKUFile string `json:"sku_file"`
+	// Executor runs jobs, endpoint replicas and compute instances:
+	// "local" (this machine's processes; the default) or "kubernetes".
+	Executor   string           `json:"executor"`
+	Kubernetes KubernetesConfig `json:"kubernetes"`
+	// AdvertiseURL is the URL work started by this server reaches it at
+	// (jobs' MLFLOW_TRACKING_URI, where pods fetch their inputs); empty
+	// means the listener's own address, which only local work can reach.
+	AdvertiseURL string `json:"advertise_url"`
+	// ExecutorImpl, when set, is used instead of the configured backend
+	// (tests, embedders).
+	ExecutorImpl executor.Executor `json:"-"`
 	// DebugAddr, when set, serves Go's pprof profiles on a separate
 	// listener (keep it on loopback).
 	DebugAddr string `json:"debug_addr"`
@@ -257,9 +267,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	if workDir == "" {
 		workDir = cfg.DataDir
 	}
-	if s.Executor, err = local.New(ctx, filepath.Join(workDir, "executor"), local.WithLogger(log)); err != nil {
+	if s.Executor, err = cfg.openExecutor(ctx, workDir, log); err != nil {
 		db.Close()
-		return nil, fmt.Errorf("starting the local executor: %w", err)
+		return nil, err
 	}
 	if caps := s.Executor.Capabilities(); !caps.CgroupLimits {
 		log.Info("job CPU and memory limits are not enforced by cgroups", "reason", caps.CgroupReason)
@@ -453,8 +463,12 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	if s.cfg.TLSCert != "" {
 		scheme = "https"
 	}
-	s.Jobs.SetTrackingURL(scheme + "://" + ln.Addr().String())
-	s.Instances.SetServerURL(scheme + "://" + ln.Addr().String())
+	self := scheme + "://" + ln.Addr().String()
+	if s.cfg.AdvertiseURL != "" {
+		self = strings.TrimRight(s.cfg.AdvertiseURL, "/")
+	}
+	s.Jobs.SetTrackingURL(self)
+	s.Instances.SetServerURL(self)
 	// Every replica publishes route snapshots to its own gateway and
 	// meters its own calls; one leader at a time schedules and controls.
 	go s.Snapshots.Run(ctx)

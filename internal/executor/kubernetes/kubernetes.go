@@ -38,6 +38,12 @@
 // image (the local backend's host directories do not exist in a pod), and
 // Handle.Node is the pod's IP, where its Ports are served.
 //
+// Work with a Spec.Stage (a job, whose code and inputs are on the control
+// plane) gets an init container from Options.ToolsImage that copies the
+// plinth binary into a shared volume; the work's container runs
+// `plinth workload run` from there, which fetches through the API, runs the
+// command and uploads the outputs (package workload).
+//
 // Permissions: in its namespace, jobs (create, get, list, update, patch,
 // delete), pods (get, list, patch, delete), pods/log (get) and services
 // (get, list, create, update); across the cluster, nodes (list) for
@@ -157,6 +163,10 @@ type Options struct {
 	// Pools place work by SKU, GPU need and tier. With none, pods carry no
 	// node selector or toleration.
 	Pools []Pool
+	// ToolsImage is the Plinth image (its ENTRYPOINT the plinth binary),
+	// run as an init container of work that has a Spec.Stage to put
+	// `plinth workload run` in the pod. Without it such work is refused.
+	ToolsImage string
 	// Place says which SKU and tier a spec asks for. The contract's Spec
 	// has no such fields, so the default reads PLINTH_INSTANCE_TYPE and
 	// PLINTH_JOB_TIER ("spot") from Spec.Env.
@@ -287,7 +297,7 @@ const capabilityReason = "the kubelet enforces CPU and memory limits with cgroup
 func (e *Executor) Refresh(ctx context.Context) error {
 	if e.opts.Capacity != nil {
 		c := *e.opts.Capacity
-		c.Backend = Backend
+		c.Backend, c.Remote = Backend, true
 		e.mu.Lock()
 		e.caps, e.capsAt = c, time.Now()
 		e.mu.Unlock()
@@ -297,7 +307,7 @@ func (e *Executor) Refresh(ctx context.Context) error {
 	if err != nil {
 		return fault.Wrap(fault.Unavailable, err, "listing the cluster's nodes")
 	}
-	c := executor.Capabilities{Backend: Backend, CgroupLimits: true, CgroupReason: capabilityReason}
+	c := executor.Capabilities{Backend: Backend, CgroupLimits: true, CgroupReason: capabilityReason, Remote: true}
 	var cpuMilli int64
 	for _, n := range nodes.Items {
 		if n.Spec.Unschedulable || !e.inSomePool(n) {

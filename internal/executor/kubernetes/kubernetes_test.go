@@ -640,3 +640,66 @@ func TestStatusOf(t *testing.T) {
 		t.Errorf("GPU seconds = %v, want 180", st.Usage.GPUSeconds)
 	}
 }
+
+// TestStagedWork: work with a Stage runs `plinth workload run` from the
+// tools image's binary, shared through a volume, with the stage and the
+// original command in its environment; without a tools image it is
+// refused, naming the setting.
+func TestStagedWork(t *testing.T) {
+	stage := &executor.Stage{Server: "http://plinth:8080", TokenEnv: "MLFLOW_TRACKING_TOKEN",
+		Fetch:  []executor.Fetch{{Kind: executor.FetchCode, Workspace: "team-a", Source: "sha256:ab", To: "/plinth/work/code"}},
+		Upload: []executor.Upload{{From: "/plinth/work/outputs/model", To: "team-a/1/r/artifacts/outputs/model"}}}
+	spec := executor.Spec{ID: "staged-a1-n0", Shell: "python train.py", Dir: "/plinth/work/code", Image: "python:3.12",
+		Env: map[string]string{"MLFLOW_TRACKING_TOKEN": "plk_x"}, Stage: stage, Resources: executor.Resources{CPUs: 2, MemoryBytes: 4 << 30}}
+
+	e := newExec(t, newFake(), Options{StartTimeout: -1})
+	if _, err := e.Start(ctxT(t), spec); !fault.Is(err, fault.FailedPrecondition) || !strings.Contains(err.Error(), "--kube-tools-image") {
+		t.Fatalf("staged work without a tools image: %v", err)
+	}
+
+	c := newFake()
+	e = newExec(t, c, Options{StartTimeout: -1, ToolsImage: "ghcr.io/plinth-dev/plinth:1"})
+	h, err := e.Start(ctxT(t), spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pod := getJob(t, c, h).Spec.Template.Spec
+	if len(pod.InitContainers) != 1 {
+		t.Fatalf("init containers: %+v", pod.InitContainers)
+	}
+	tools, main := pod.InitContainers[0], pod.Containers[0]
+	if tools.Image != "ghcr.io/plinth-dev/plinth:1" || strings.Join(tools.Args, " ") != "workload install /plinth-tools/plinth" || len(tools.Command) != 0 {
+		t.Errorf("tools container: %+v", tools)
+	}
+	if !tools.Resources.Limits.Cpu().Equal(*main.Resources.Limits.Cpu()) || !tools.Resources.Limits.Memory().Equal(*main.Resources.Limits.Memory()) {
+		t.Errorf("the tools container's resources differ from the work's (the pod would lose Guaranteed QoS): %v vs %v", tools.Resources, main.Resources)
+	}
+	if strings.Join(main.Command, " ") != "/plinth-tools/plinth workload run" || main.Image != "python:3.12" || main.WorkingDir != "/plinth/work" {
+		t.Errorf("work container: command %q image %s dir %s", main.Command, main.Image, main.WorkingDir)
+	}
+	mounts := map[string]string{}
+	for _, m := range main.VolumeMounts {
+		mounts[m.Name] = m.MountPath
+	}
+	if mounts["plinth-tools"] != "/plinth-tools" || mounts["work"] != "/plinth/work" {
+		t.Errorf("mounts: %v", mounts)
+	}
+	var run executor.StagedRun
+	for _, env := range main.Env {
+		if env.Name == executor.StagedRunEnv {
+			if err := json.Unmarshal([]byte(env.Value), &run); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if run.Shell != "python train.py" || run.Dir != "/plinth/work/code" || run.Server != stage.Server || len(run.Fetch) != 1 || len(run.Upload) != 1 {
+		t.Errorf("staged run: %+v", run)
+	}
+
+	// A stage that names no token is refused before anything is created.
+	bad := spec
+	bad.ID, bad.Env = "staged-bad", map[string]string{}
+	if _, err := e.Start(ctxT(t), bad); !fault.Is(err, fault.Invalid) || !strings.Contains(err.Error(), "token_env") {
+		t.Errorf("stage without its token: %v", err)
+	}
+}

@@ -99,9 +99,9 @@ func (e *Executor) Start(ctx context.Context, spec executor.Spec) (executor.Hand
 	return h, nil
 }
 
-// handleOf builds the handle of job. Node is the pod's IP, the address its
-// ports are reached on: each pod has its own network namespace, so Ports
-// are the same container ports for every pod.
+// handleOf builds the handle of job. Host (and Node, as before it) is the
+// pod's IP, the address its ports are reached on: each pod has its own
+// network namespace, so Ports are the same container ports for every pod.
 func (e *Executor) handleOf(job *batchv1.Job, pod *corev1.Pod) executor.Handle {
 	id := job.Annotations[AnnotationWorkID]
 	h := executor.Handle{ID: id, Backend: Backend, Data: map[string]string{
@@ -119,7 +119,7 @@ func (e *Executor) handleOf(job *batchv1.Job, pod *corev1.Pod) executor.Handle {
 		}
 	}
 	if pod != nil {
-		h.Node = pod.Status.PodIP
+		h.Node, h.Host = pod.Status.PodIP, pod.Status.PodIP
 		h.Data[dataPod] = pod.Name
 		if pod.Spec.NodeName != "" {
 			h.Data[dataNode] = pod.Spec.NodeName

@@ -1,6 +1,7 @@
 package kubernetes
 
 import (
+	"encoding/json"
 	"math"
 	"sort"
 	"strconv"
@@ -16,6 +17,9 @@ import (
 	"github.com/plinth-dev/plinth/internal/executor"
 	"github.com/plinth-dev/plinth/internal/fault"
 )
+
+// toolsMount is where staged work finds the plinth binary.
+const toolsMount = "/plinth-tools"
 
 // DefaultLANG is set when Spec.Env has no LANG. PATH and HOME are left to
 // the image (its ENV PATH) and the runtime (the image user's home): unlike
@@ -85,7 +89,19 @@ func (e *Executor) buildJob(spec executor.Spec) (plan, error) {
 		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
 		ImagePullPolicy:          corev1.PullIfNotPresent,
 	}
-	if spec.Shell != "" {
+	if spec.Stage != nil {
+		// The tools init container leaves a copy of the plinth binary in
+		// a shared volume; it fetches, runs the command, then uploads.
+		if e.opts.ToolsImage == "" {
+			return plan{}, fault.New(fault.FailedPrecondition, "this work fetches its files from the control plane, which needs the Plinth tools image (--kube-tools-image)")
+		}
+		run, err := json.Marshal(executor.StagedRun{Stage: *spec.Stage, Command: spec.Command, Shell: spec.Shell, Dir: spec.Dir})
+		if err != nil {
+			return plan{}, err
+		}
+		c.Command = []string{toolsMount + "/plinth", "workload", "run"}
+		c.Env = append(c.Env, corev1.EnvVar{Name: executor.StagedRunEnv, Value: string(run)})
+	} else if spec.Shell != "" {
 		c.Command = []string{"/bin/sh", "-c", spec.Shell}
 	} else {
 		// The spec's argv is the whole argv: it replaces the image's
@@ -98,14 +114,29 @@ func (e *Executor) buildJob(spec executor.Spec) (plan, error) {
 	c.Resources = e.resources(spec.Resources)
 
 	var volumes []corev1.Volume
-	if spec.Dir == "" {
+	var initContainers []corev1.Container
+	if spec.Stage != nil {
+		volumes = append(volumes, corev1.Volume{Name: "plinth-tools", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}})
+		tools := corev1.VolumeMount{Name: "plinth-tools", MountPath: toolsMount}
+		c.VolumeMounts = append(c.VolumeMounts, tools)
+		initContainers = append(initContainers, corev1.Container{
+			Name: "plinth-tools", Image: e.opts.ToolsImage, ImagePullPolicy: corev1.PullIfNotPresent,
+			// The image's ENTRYPOINT is the plinth binary.
+			Args:         []string{"workload", "install", toolsMount + "/plinth"},
+			VolumeMounts: []corev1.VolumeMount{tools},
+			// Equal to the work's, so the pod keeps its QoS class and asks
+			// for nothing more (a pod requests the larger of the two).
+			Resources: e.resources(spec.Resources),
+		})
+	}
+	if spec.Dir == "" || spec.Stage != nil {
 		ed := &corev1.EmptyDirVolumeSource{}
 		if spec.Resources.DiskBytes > 0 {
 			q := quantity(spec.Resources.DiskBytes)
 			ed.SizeLimit = &q
 		}
 		volumes = append(volumes, corev1.Volume{Name: "work", VolumeSource: corev1.VolumeSource{EmptyDir: ed}})
-		c.VolumeMounts = []corev1.VolumeMount{{Name: "work", MountPath: e.opts.WorkDir}}
+		c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: "work", MountPath: e.opts.WorkDir})
 		c.WorkingDir = e.opts.WorkDir
 	} else {
 		c.WorkingDir = spec.Dir
@@ -114,6 +145,7 @@ func (e *Executor) buildJob(spec executor.Spec) (plan, error) {
 	grace := int64(math.Ceil(e.opts.TerminationGrace.Seconds()))
 	pod := corev1.PodSpec{
 		RestartPolicy:                 corev1.RestartPolicyNever,
+		InitContainers:                initContainers,
 		Containers:                    []corev1.Container{c},
 		Volumes:                       volumes,
 		TerminationGracePeriodSeconds: &grace,

@@ -155,6 +155,10 @@ func (e *Executor) Start(ctx context.Context, spec executor.Spec) (executor.Hand
 	if err := spec.Validate(); err != nil {
 		return executor.Handle{}, err
 	}
+	if spec.Stage != nil {
+		// Work here sees the control plane's files: its caller stages them.
+		return executor.Handle{}, fault.InvalidField("stage", "the local executor runs work on this machine; prepare its files instead of staging them")
+	}
 	dir := e.stateDir(spec.ID)
 	workDir := spec.Dir
 	if workDir != "" {

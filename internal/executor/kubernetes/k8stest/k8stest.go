@@ -62,6 +62,24 @@ const (
 	KWOKVersion       = "0.8.0"
 )
 
+// Where KWOK gives pods their IPs: by default a range nothing here
+// reaches; with LoopbackPods, loopback addresses (all of 127/8 is), on
+// which a test may listen to play a pod's server.
+const (
+	PodCIDR         = "10.244.0.1/16"
+	LoopbackPodCIDR = "127.100.0.1/16"
+)
+
+// Option changes the cluster Start starts.
+type Option func(*options)
+
+type options struct{ podCIDR string }
+
+// LoopbackPods gives pods loopback IPs, so that a test can serve at a
+// pod's address. The API server refuses loopback addresses in
+// EndpointSlices, so Services of such a cluster have no endpoints.
+func LoopbackPods() Option { return func(o *options) { o.podCIDR = LoopbackPodCIDR } }
+
 // KWOKNodeAnnotation marks the nodes KWOK manages.
 const KWOKNodeAnnotation = "kwok.x-k8s.io/node"
 
@@ -127,8 +145,12 @@ func Locate() (Binaries, error) {
 // Start starts a cluster for t, stopped when t ends, or skips t when the
 // binaries are not built (see the package comment for when it fails
 // instead).
-func Start(t testing.TB) *Cluster {
+func Start(t testing.TB, opts ...Option) *Cluster {
 	t.Helper()
+	o := options{podCIDR: PodCIDR}
+	for _, opt := range opts {
+		opt(&o)
+	}
 	bins, err := Locate()
 	if err != nil {
 		if os.Getenv("PLINTH_TEST_KUBERNETES") == "1" && os.Getenv("PLINTH_TEST_REQUIRE_ALL") == "1" {
@@ -137,7 +159,7 @@ func Start(t testing.TB) *Cluster {
 		t.Skipf("kubernetes test binaries: %v", err)
 	}
 	dir := t.TempDir()
-	c, stop, err := start(dir, bins)
+	c, stop, err := start(dir, bins, o)
 	t.Cleanup(func() {
 		stop()
 		if t.Failed() {
@@ -212,7 +234,7 @@ func (p *process) exited() bool {
 
 // start brings the control plane up in dir. stop ends whatever started,
 // in reverse order, even when start failed.
-func start(dir string, b Binaries) (c *Cluster, stop func(), err error) {
+func start(dir string, b Binaries, o options) (c *Cluster, stop func(), err error) {
 	var procs []*process
 	stop = func() {
 		for i := len(procs) - 1; i >= 0; i-- {
@@ -321,7 +343,7 @@ func start(dir string, b Binaries) (c *Cluster, stop func(), err error) {
 		"--manage-all-nodes=false", "--manage-nodes-with-annotation-selector="+KWOKNodeAnnotation+"=fake",
 		// Loopback node addresses: should anything (the API server
 		// proxying logs) dial a node, it stays on this machine.
-		"--node-ip=127.0.0.1", "--cidr=10.244.0.1/16",
+		"--node-ip=127.0.0.1", "--cidr="+o.podCIDR,
 		// Nodes advertise the log server's port as their kubelet's; KWOK's
 		// own server (unused) stays on another loopback port.
 		"--node-port="+strconv.Itoa(kubeletPort), "--server-address=127.0.0.1:"+strconv.Itoa(kwokPort)); err != nil {

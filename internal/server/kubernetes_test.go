@@ -1,0 +1,176 @@
+//go:build linux
+
+package server_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/plinth-dev/plinth/internal/client"
+	"github.com/plinth-dev/plinth/internal/executor"
+	"github.com/plinth-dev/plinth/internal/executor/kubernetes"
+	"github.com/plinth-dev/plinth/internal/executor/kubernetes/k8stest"
+	"github.com/plinth-dev/plinth/internal/jobs"
+	"github.com/plinth-dev/plinth/internal/server"
+)
+
+// TestKubernetesServer runs Plinth's server on the Kubernetes executor
+// against a real API server (KWOK plays the kubelet, so no container
+// really runs; see k8stest): a job becomes a Job whose pod fetches its
+// code through `plinth workload run` from the tools image, with the SKU's
+// resources and Plinth's labels, and completes or is cancelled; an online
+// deployment's replica is a pod behind a Service, and the gateway routes
+// scoring calls to the pod's own address (a loopback IP here, where the
+// test plays the model server).
+func TestKubernetesServer(t *testing.T) {
+	cl := k8stest.Start(t, k8stest.LoopbackPods())
+	cl.AddNode(t, "cpu-0", k8stest.NodeOptions{CPU: "8", Memory: "32Gi"})
+	dir := t.TempDir()
+	skus := writeFile(t, filepath.Join(dir, "skus.yml"), "skus:\n  - name: k8s-small\n    family: standard-d\n    vcpus: 1\n    memory_gib: 2\n    price_per_hour: 0.36\n")
+	cfg := server.Config{DataDir: dir, BootstrapKey: adminKey, SKUFile: skus, Executor: server.ExecutorKubernetes,
+		AdvertiseURL: "http://plinth.plinth.svc:8080",
+		Kubernetes: server.KubernetesConfig{Kubeconfig: filepath.Join(cl.Dir, "admin.kubeconfig"), Namespace: "default",
+			Image: "python:3.12-slim", ToolsImage: "plinth:test", StartTimeout: 30 * time.Second}}
+	e := startWith(t, cfg)
+	if caps := e.srv.Executor.Capabilities(); caps.Backend != kubernetes.Backend || !caps.Remote || caps.CPUs != 8 {
+		t.Fatalf("capabilities: %+v", caps)
+	}
+	c := client.New(e.url, e.admin)
+	ctx := context.Background()
+	jobsAPI := cl.Client.BatchV1().Jobs("default")
+
+	// A job that runs until it is cancelled: its Job is as it should be.
+	src := t.TempDir()
+	writeFile(t, filepath.Join(src, "code", "train.py"), "print('training')\n")
+	file := writeFile(t, filepath.Join(src, "job.yml"), `type: command
+name: k8s-train-1
+code: ./code
+command: python train.py --out ${{outputs.model}}
+outputs:
+  model:
+    type: uri_folder
+environment:
+  image: registry.example/train:1
+resources:
+  instance_type: k8s-small
+`)
+	j := submit(t, c, "default", file)
+	var spec *executor.StagedRun
+	waitFor(t, "the job's Job", 30*time.Second, func() bool {
+		list, err := jobsAPI.List(ctx, metav1.ListOptions{LabelSelector: kubernetes.LabelJob + "=" + j.ID})
+		if err != nil || len(list.Items) != 1 {
+			return false
+		}
+		pod := list.Items[0].Spec.Template.Spec
+		main := pod.Containers[0]
+		if main.Image != "registry.example/train:1" || len(pod.InitContainers) != 1 || pod.InitContainers[0].Image != "plinth:test" {
+			t.Fatalf("images: %+v / %+v", main, pod.InitContainers)
+		}
+		if strings.Join(main.Command, " ") != "/plinth-tools/plinth workload run" {
+			t.Fatalf("command: %q", main.Command)
+		}
+		if cpu, mem := main.Resources.Limits.Cpu().String(), main.Resources.Limits.Memory().String(); cpu != "1" || mem != "2Gi" {
+			t.Fatalf("resources: cpu %s memory %s", cpu, mem)
+		}
+		for _, env := range main.Env {
+			switch env.Name {
+			case executor.StagedRunEnv:
+				spec = &executor.StagedRun{}
+				if err := json.Unmarshal([]byte(env.Value), spec); err != nil {
+					t.Fatal(err)
+				}
+			case "PATH":
+				t.Fatalf("the server's PATH reached the pod: %s", env.Value)
+			case "MLFLOW_TRACKING_URI":
+				if env.Value != e.url && env.Value != cfg.AdvertiseURL {
+					t.Fatalf("tracking URI %s", env.Value)
+				}
+			}
+		}
+		return spec != nil
+	})
+	if spec.Server == "" || len(spec.Fetch) != 1 || spec.Fetch[0].Kind != executor.FetchCode || spec.Dir != jobs.DefaultRemoteWorkDir+"/code" ||
+		!strings.HasPrefix(spec.Shell, "python train.py --out "+jobs.DefaultRemoteWorkDir+"/outputs/model") || len(spec.Upload) != 1 {
+		t.Fatalf("staged run: %+v", spec)
+	}
+	waitFor(t, "the job running", 30*time.Second, func() bool {
+		got, err := c.GetJob(ctx, "default", j.ID)
+		return err == nil && got.Status == jobs.StatusRunning
+	})
+	if _, err := c.CancelJob(ctx, "default", j.ID); err != nil {
+		t.Fatal(err)
+	}
+	if done := waitJob(t, c, j.ID, time.Minute); done.Status != jobs.StatusCanceled {
+		t.Fatalf("cancelled job: %s %s", done.Status, done.Reason)
+	}
+
+	// One that exits 0 on its own: its pod's log becomes the run's.
+	file = writeFile(t, filepath.Join(src, "ok.yml"), `type: command
+name: k8s-ok-1
+command: echo done
+environment_variables:
+  PLINTH_SIM_EXIT: "0"
+  PLINTH_SIM_LOG: "hello from the pod"
+resources:
+  instance_type: k8s-small
+`)
+	ok := submit(t, c, "default", file)
+	done := waitJob(t, c, ok.ID, time.Minute)
+	var logs strings.Builder
+	_ = c.JobLogs(ctx, "default", ok.ID, false, &logs)
+	if done.Status != jobs.StatusCompleted || !strings.Contains(logs.String(), "hello from the pod") {
+		t.Fatalf("job: %s %s; logs %q", done.Status, done.Reason, logs.String())
+	}
+
+	// An online deployment: its replica's pod serves where the gateway
+	// sends calls.
+	startEndpoints(t, e)
+	created := e.must(201, "POST", "/api/v1/workspaces/default/endpoints", e.admin, map[string]any{"name": "fraud"})
+	key := created.body["keys"].(map[string]any)["primary_key"].(string)
+	e.must(200, "PUT", "/api/v1/workspaces/default/endpoints/fraud/deployments/blue", e.admin, map[string]any{
+		"command": "python serve.py", "environment": "registry.example/fraud-server:3", "instance_type": "k8s-small", "instance_count": 1,
+		"readiness_probe": map[string]any{"period": 1, "failure_threshold": 60}})
+	var podIP string
+	waitFor(t, "the replica's pod IP", 30*time.Second, func() bool {
+		pods, err := cl.Client.CoreV1().Pods("default").List(ctx, metav1.ListOptions{LabelSelector: kubernetes.LabelDeployment + "=blue"})
+		if err != nil || len(pods.Items) != 1 {
+			return false
+		}
+		podIP = pods.Items[0].Status.PodIP
+		return podIP != ""
+	})
+	ln, err := net.Listen("tcp", net.JoinHostPort(podIP, "8000"))
+	if err != nil {
+		t.Fatalf("playing the pod's server at %s: %v", podIP, err)
+	}
+	pod := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"served_by":%q,"path":%q}`, podIP, r.URL.Path)
+	})}
+	go pod.Serve(ln)
+	t.Cleanup(func() { pod.Close() })
+	waitReady(t, e, "blue", 1)
+	svcs, err := cl.Client.CoreV1().Services("default").List(ctx, metav1.ListOptions{LabelSelector: kubernetes.LabelDeployment + "=blue"})
+	if err != nil || len(svcs.Items) != 1 || svcs.Items[0].Spec.Selector[kubernetes.LabelEndpoint] != "fraud" {
+		t.Fatalf("the deployment's Service: %v %+v", err, svcs)
+	}
+	e.must(200, "PATCH", "/api/v1/workspaces/default/endpoints/fraud", e.admin, map[string]any{"traffic": map[string]int{"blue": 100}})
+	time.Sleep(300 * time.Millisecond)
+	code, out, _, err := score(e.url+"/endpoints/fraud/score", key, `{"x":1}`)
+	if err != nil || code != 200 || out["served_by"] != podIP {
+		t.Fatalf("scoring through the gateway: %v %d %v", err, code, out)
+	}
+	if os.Getenv("PLINTH_TEST_VERBOSE") != "" {
+		t.Logf("scored at pod %s: %v", podIP, out)
+	}
+}
