@@ -47,6 +47,7 @@ import (
 	"github.com/plinth-dev/plinth/internal/secret"
 	"github.com/plinth-dev/plinth/internal/store"
 	"github.com/plinth-dev/plinth/internal/tracking"
+	"github.com/plinth-dev/plinth/internal/web"
 	"github.com/plinth-dev/plinth/internal/workspace"
 )
 
@@ -166,6 +167,7 @@ type Server struct {
 	Artifacts *artifact.Store
 	API       *api.API
 	MLflow    *mlflowapi.API
+	UI        *web.UI
 
 	// BootstrapSecret is the first admin key when this start created it,
 	// so the caller can show it once; empty otherwise.
@@ -380,6 +382,10 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	mux := http.NewServeMux()
 	s.API.Register(mux)
 	s.MLflow.Register(mux)
+	// The web UI at /ui (and / redirects there), over the same services.
+	s.UI = web.New(web.Deps{Auth: s.Auth, Workspaces: s.Workspaces, Tracking: s.Tracking, Registry: s.Registry, Artifacts: s.Artifacts,
+		Compute: s.Compute, Instances: s.Instances, Jobs: s.Jobs, Endpoints: s.Endpoints, Audit: s.Audit, Secret: secretKey, Metrics: s.registry, Log: log})
+	s.UI.Register(mux)
 	(&appproxy.Proxy{Auth: s.Auth, Workspaces: s.Workspaces, Instances: s.Instances}).Register(mux)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeStatus(w, http.StatusOK, map[string]any{"status": "ok"})
