@@ -9,8 +9,11 @@
 kubernetes-test-binaries:
 	scripts/kubernetes-test-binaries.sh
 
-# The Kubernetes executor's tests against a real API server on loopback,
-# with KWOK simulating the nodes; they fail rather than skip here.
+# The Kubernetes executor's tests, the deploy/kubernetes manifests' and the
+# server's on the Kubernetes executor, against a real API server on
+# loopback with KWOK simulating the nodes; they fail rather than skip here.
 test-kubernetes: kubernetes-test-binaries
 	PLINTH_TEST_KUBERNETES=1 PLINTH_TEST_REQUIRE_ALL=1 \
-		go test -race -count=1 -v ./internal/executor/kubernetes/...
+		go test -race -count=1 -v ./internal/executor/kubernetes/... ./deploy/kubernetes/...
+	PLINTH_TEST_KUBERNETES=1 PLINTH_TEST_REQUIRE_ALL=1 \
+		go test -race -count=1 -v -run Kubernetes ./internal/server

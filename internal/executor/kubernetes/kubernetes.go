@@ -45,7 +45,7 @@
 // command and uploads the outputs (package workload).
 //
 // Permissions: in its namespace, jobs (create, get, list, update, patch,
-// delete), pods (get, list, patch, delete), pods/log (get) and services
+// delete), pods (list, patch, delete), pods/log (get) and services
 // (get, list, create, update); across the cluster, nodes (list) for
 // Capabilities unless Options.Capacity is set.
 package kubernetes
