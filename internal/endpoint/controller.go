@@ -9,6 +9,7 @@ import (
 	"math"
 	"net/http"
 	"os"
+	"path"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -63,6 +64,12 @@ type Controller struct {
 	backoff  map[int64]backoffState
 	onChange func()
 	client   *http.Client
+	// Replicas on a remote executor fetch their models (UseRemote).
+	serverURL func() string
+	tokens    ReplicaTokens
+	// RemoteModelDir replaces DefaultRemoteModelDir (tests that pose as
+	// a remote executor on this machine).
+	RemoteModelDir string
 }
 
 type backoffState struct {
@@ -314,6 +321,75 @@ func (c *Controller) resetFails(id string) {
 	c.mu.Unlock()
 }
 
+// ReplicaTokens issues the keys with which replicas on a remote executor
+// fetch their model through the API: read-only, limited to the workspace,
+// on behalf of the deployment's creator, revoked with the replica.
+type ReplicaTokens interface {
+	IssueReplicaToken(ctx context.Context, owner, workspace, replica string) (string, error)
+	RevokeReplicaToken(ctx context.Context, replica string) error
+}
+
+// DefaultRemoteModelDir is where a replica on a remote executor finds its
+// model's files.
+const DefaultRemoteModelDir = "/plinth/work/model"
+
+// UseRemote lets replicas on a remote executor fetch their models: serverURL
+// is the control plane as pods reach it.
+func (c *Controller) UseRemote(serverURL func() string, tokens ReplicaTokens) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.serverURL, c.tokens = serverURL, tokens
+}
+
+// stageModel has a replica's pod fetch its model: the same artifacts the
+// local path downloads here, at the same relative place under the
+// container's model folder, with a read-only token of its own.
+func (c *Controller) stageModel(ctx context.Context, d deploymentRow, sc compute.Scope, rid string, env map[string]string) (*executor.Stage, error) {
+	c.mu.Lock()
+	serverURL, tokens, root := c.serverURL, c.tokens, c.RemoteModelDir
+	c.mu.Unlock()
+	if serverURL == nil || tokens == nil || serverURL() == "" {
+		return nil, fault.New(fault.FailedPrecondition, "deployment %s names a model, and this server cannot hand models to replicas on the %s executor (no advertised URL)", d.Name, c.exec.Capabilities().Backend)
+	}
+	if root == "" {
+		root = DefaultRemoteModelDir
+	}
+	ref := d.Spec.ResolvedModel
+	if ref == "" {
+		ref = d.Spec.Model
+	}
+	_, _, location, err := c.models.ResolveModel(ctx, sc, ref)
+	if err != nil {
+		return nil, fmt.Errorf("resolving model %s: %w", d.Spec.Model, err)
+	}
+	key := strings.TrimRight(strings.TrimPrefix(strings.TrimPrefix(location, "mlflow-artifacts:"), "/"), "/")
+	modelDir := root
+	if r, _, err := c.artifacts.Open(ctx, key); err == nil {
+		r.Close()
+		modelDir = root + "/" + path.Base(key)
+	}
+	token, err := tokens.IssueReplicaToken(ctx, d.CreatedBy, d.workspace, rid)
+	if err != nil {
+		return nil, fmt.Errorf("issuing replica %s its token for model %s: %w", rid, d.Spec.Model, err)
+	}
+	env["PLINTH_MODEL_TOKEN"] = token
+	env["AZUREML_MODEL_DIR"], env["MODEL_DIR"] = modelDir, modelDir
+	return &executor.Stage{Server: serverURL(), TokenEnv: "PLINTH_MODEL_TOKEN",
+		Fetch: []executor.Fetch{{Kind: executor.FetchArtifacts, Workspace: d.workspace, Source: key, To: root}}}, nil
+}
+
+func (c *Controller) revokeToken(ctx context.Context, rid string) {
+	c.mu.Lock()
+	tokens := c.tokens
+	c.mu.Unlock()
+	if tokens == nil {
+		return
+	}
+	if err := tokens.RevokeReplicaToken(ctx, rid); err != nil {
+		c.log.Warn("revoking a replica's token", "replica", rid, "error", err)
+	}
+}
+
 // learnAddress records the address of a replica that started without one
 // (a pod that had no IP yet), once the executor knows it.
 func (c *Controller) learnAddress(ctx context.Context, r *Replica, h executor.Handle) {
@@ -395,10 +471,12 @@ func (c *Controller) startReplica(ctx context.Context, d deploymentRow) (Replica
 		// The server's PATH means nothing inside an image.
 		delete(env, "PATH")
 	}
+	var stage *executor.Stage
 	if d.Spec.Model != "" && remote {
-		return Replica{}, fault.New(fault.FailedPrecondition, "deployment %s names a model, which the %s executor cannot fetch into a replica's pod yet: bake the model into the environment's image and leave model empty", d.Name, c.exec.Capabilities().Backend)
-	}
-	if d.Spec.Model != "" {
+		if stage, err = c.stageModel(ctx, d, sc, rid, env); err != nil {
+			return Replica{}, err
+		}
+	} else if d.Spec.Model != "" {
 		ref := d.Spec.ResolvedModel
 		if ref == "" {
 			ref = d.Spec.Model
@@ -418,8 +496,9 @@ func (c *Controller) startReplica(ctx context.Context, d deploymentRow) (Replica
 		return Replica{}, err
 	}
 	h, err := c.exec.Start(ctx, executor.Spec{ID: "replica-" + rid, Shell: d.Spec.Command, Env: env, Ports: 1, Image: d.Spec.Environment,
-		Resources: executor.Resources{CPUs: float64(sku.VCPUs), MemoryBytes: sku.MemoryBytes}})
+		Resources: executor.Resources{CPUs: float64(sku.VCPUs), MemoryBytes: sku.MemoryBytes}, Stage: stage})
 	if err != nil {
+		c.revokeToken(context.WithoutCancel(ctx), rid)
 		return Replica{}, err
 	}
 	raw, _ := json.Marshal(h)
@@ -465,6 +544,7 @@ func (c *Controller) stopReplica(ctx context.Context, r Replica) {
 	h := c.handleOf(r)
 	_ = c.exec.Stop(ctx, h, 5*time.Second)
 	_ = c.exec.Remove(context.WithoutCancel(ctx), h)
+	c.revokeToken(context.WithoutCancel(ctx), r.ID)
 	_ = os.RemoveAll(filepath.Join(c.dir, r.ID))
 	_ = c.svc.db.Tx(ctx, func(tx store.Querier) error {
 		if r.nodeID != "" {

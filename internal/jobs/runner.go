@@ -201,7 +201,7 @@ func (s *Service) startRemote(ctx context.Context, j *Job) error {
 		return fmt.Errorf("the job's run: %w", err)
 	}
 	artifactRoot := strings.TrimPrefix(strings.TrimRight(run.Info.ArtifactURI, "/"), "mlflow-artifacts:/")
-	stage := &executor.Stage{Server: s.serverURL(), TokenEnv: "MLFLOW_TRACKING_TOKEN"}
+	stage := &executor.Stage{Server: s.ServerURL(), TokenEnv: "MLFLOW_TRACKING_TOKEN"}
 	root := DefaultRemoteWorkDir
 	if s.RemoteWorkDir != "" {
 		root = s.RemoteWorkDir

@@ -174,8 +174,9 @@ func (s *Service) trackingURI(ws string) string {
 	return s.trackingURL + "/w/" + ws
 }
 
-// serverURL is the control plane's base URL as jobs reach it.
-func (s *Service) serverURL() string {
+// ServerURL is the control plane's base URL as work reaches it (see
+// SetTrackingURL).
+func (s *Service) ServerURL() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.trackingURL

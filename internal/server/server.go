@@ -326,6 +326,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	s.meter = gateway.NewMeter(s.Endpoints.WriteCalls, 1<<16, 500, time.Second, s.registry, log)
 	models := modelResolver{s.Registry}
 	s.Controller = endpoint.NewController(s.Endpoints, s.Executor, s.Artifacts, models, filepath.Join(workDir, "replicas"), log, nil)
+	s.Controller.UseRemote(s.Jobs.ServerURL, replicaTokens{s.Auth})
 	captured := s.Artifacts.Private("capture")
 	var counter ratelimit.Counter
 	if cfg.Redis != "" {
@@ -622,6 +623,25 @@ func (k instanceKeys) IssueInstanceKey(ctx context.Context, owner, workspace, in
 func (k instanceKeys) RevokeInstanceKey(ctx context.Context, owner, keyID string) error {
 	_, err := k.auth.RevokeKey(ctx, &auth.Identity{Principal: owner}, keyID)
 	return err
+}
+
+// replicaTokens are the keys replicas on a remote executor fetch their
+// model with: run tokens bound to a run id that no run has ("replica-" and
+// the replica's id), so they read the workspace's tracking, registry and
+// data with their owner's rights there and can write nothing (every write
+// a run token may make names its run).
+type replicaTokens struct{ auth *auth.Service }
+
+// replicaKeyTTL outlives any replica; the key is revoked when it stops.
+const replicaKeyTTL = 365 * 24 * time.Hour
+
+func (k replicaTokens) IssueReplicaToken(ctx context.Context, owner, workspace, replica string) (string, error) {
+	secret, _, err := k.auth.CreateRunToken(ctx, owner, workspace, "replica-"+replica, replicaKeyTTL)
+	return secret, err
+}
+
+func (k replicaTokens) RevokeReplicaToken(ctx context.Context, replica string) error {
+	return k.auth.RevokeRunTokens(ctx, "replica-"+replica)
 }
 
 // lead runs what exactly one replica may run at a time — the job

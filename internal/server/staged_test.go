@@ -207,3 +207,68 @@ func runArtifactRoot(t *testing.T, e *env, runID string) string {
 	}
 	return uri
 }
+
+// TestStagedReplicaModel serves a registered model from a replica whose
+// files are not on the server: the replica's runner fetches the model,
+// nested folders included, with a token of its own (a run token bound to no
+// run, so it cannot write), which is revoked when the replica stops.
+func TestStagedReplicaModel(t *testing.T) {
+	dir := t.TempDir()
+	exe, err := local.New(context.Background(), filepath.Join(dir, "executor"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := startWith(t, server.Config{DataDir: dir, BootstrapKey: adminKey, ExecutorImpl: stagingExecutor{exe}})
+	container := t.TempDir()
+	e.srv.Controller.RemoteModelDir = container
+	startEndpoints(t, e)
+	script := writeFile(t, filepath.Join(t.TempDir(), "serve.py"), modelServer)
+
+	run := e.must(200, "POST", "/api/2.0/mlflow/runs/create", e.admin, map[string]any{"experiment_id": "0"})
+	info := run.body["run"].(map[string]any)["info"].(map[string]any)
+	art := strings.TrimPrefix(info["artifact_uri"].(string), "mlflow-artifacts:/")
+	e.must(200, "PUT", "/api/2.0/mlflow-artifacts/artifacts/"+art+"/model/MLmodel", e.admin, "flavors: {}\n")
+	e.must(200, "PUT", "/api/2.0/mlflow-artifacts/artifacts/"+art+"/model/weights/w.bin", e.admin, "0123")
+	e.must(200, "POST", "/api/2.0/mlflow/registered-models/create", e.admin, map[string]any{"name": "fraud"})
+	e.must(200, "POST", "/api/2.0/mlflow/model-versions/create", e.admin, map[string]any{"name": "fraud", "source": "runs:/" + info["run_id"].(string) + "/model"})
+
+	created := e.must(201, "POST", "/api/v1/workspaces/default/endpoints", e.admin, map[string]any{"name": "fraud", "traffic": map[string]int{}})
+	key := created.body["keys"].(map[string]any)["primary_key"].(string)
+	e.must(200, "PUT", "/api/v1/workspaces/default/endpoints/fraud/deployments/blue", e.admin, map[string]any{
+		"command": "exec python3 " + script, "instance_type": "local-cpu-small", "model": "models:/fraud/1",
+		"readiness_probe": map[string]any{"period": 1, "failure_threshold": 30}})
+	waitReady(t, e, "blue", 1)
+	e.must(200, "PATCH", "/api/v1/workspaces/default/endpoints/fraud", e.admin, map[string]any{"traffic": map[string]int{"blue": 100}})
+	time.Sleep(300 * time.Millisecond)
+	code, out, _, err := score(e.url+"/endpoints/fraud/score", key, `{}`)
+	if err != nil || code != 200 || fmt.Sprint(out["model"]) != "[MLmodel weights]" {
+		t.Fatalf("scoring the staged model: %v %d %v", err, code, out)
+	}
+	if b, err := os.ReadFile(filepath.Join(container, "weights", "w.bin")); err != nil || string(b) != "0123" {
+		t.Fatalf("the model's nested file: %v %q", err, b)
+	}
+
+	// The replica has one token, and it dies with the replica.
+	keys := e.must(200, "GET", "/api/v1/keys", e.admin, nil)
+	var live int
+	for _, k := range keys.body["keys"].([]any) {
+		k := k.(map[string]any)
+		if strings.HasPrefix(fmt.Sprint(k["run_id"]), "replica-") && k["revoked_at"] == nil {
+			live++
+		}
+	}
+	if live != 1 {
+		t.Fatalf("%d live replica tokens, want 1: %s", live, keys.raw)
+	}
+	e.must(204, "DELETE", "/api/v1/workspaces/default/endpoints/fraud", e.admin, nil)
+	waitFor(t, "the replica's token revoked", 20*time.Second, func() bool {
+		keys := e.must(200, "GET", "/api/v1/keys", e.admin, nil)
+		for _, k := range keys.body["keys"].([]any) {
+			k := k.(map[string]any)
+			if strings.HasPrefix(fmt.Sprint(k["run_id"]), "replica-") && k["revoked_at"] == nil {
+				return false
+			}
+		}
+		return true
+	})
+}
