@@ -18,6 +18,8 @@
 //	--batch-size N       mini-batch size (default 32)
 //	--seed N             seed of the synthetic data, the split and the shuffling (default 1)
 //	--out DIR            also write model.json and metrics.json to DIR
+//	--register-model NAME  register the model (run artifact model/) as a new
+//	                     version of the MLflow registered model NAME, made if missing
 //	--sleep-per-epoch D  (hidden, for tests) sleep D after each epoch, like slow training
 //
 // Environment, read as MLflow's clients read it:
@@ -58,6 +60,7 @@ import (
 
 type options struct {
 	data, dataURI, out string
+	registerModel      string
 	epochs, batchSize  int
 	lr, l2             float64
 	seed               uint64
@@ -79,6 +82,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	fs.IntVar(&o.batchSize, "batch-size", 32, "mini-batch size")
 	fs.Uint64Var(&o.seed, "seed", 1, "seed of the synthetic data, the split and the shuffling")
 	fs.StringVar(&o.out, "out", "", "directory to write model.json and metrics.json to")
+	fs.StringVar(&o.registerModel, "register-model", "", "register the model as a new version of this registered model")
 	fs.DurationVar(&o.sleep, "sleep-per-epoch", 0, "")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, "usage: train [flags]\nTrains logistic regression and logs it to $MLFLOW_TRACKING_URI (auth: MLFLOW_TRACKING_TOKEN,\n",
@@ -259,8 +263,35 @@ func train(ctx context.Context, o options, getenv func(string) string, stdout, s
 		return done, nil
 	}
 	path := (&url.URL{Path: strings.Trim(u.Path, "/") + "/model/model.json"}).EscapedPath()
-	_, err = mlf.do("PUT", mlf.base+"/api/2.0/mlflow-artifacts/artifacts/"+path, modelJSON, "application/octet-stream")
-	return done, err
+	if _, err = mlf.do("PUT", mlf.base+"/api/2.0/mlflow-artifacts/artifacts/"+path, modelJSON, "application/octet-stream"); err != nil {
+		return done, err
+	}
+	if o.registerModel != "" {
+		version, err := mlf.register(o.registerModel, runID)
+		if err != nil {
+			return done, err
+		}
+		fmt.Fprintf(stdout, "registered model %s version %s (runs:/%s/model)\n", o.registerModel, version, runID)
+	}
+	return done, nil
+}
+
+// register makes the run's model/ artifacts a new version of a registered
+// model, creating the model first if it is missing, as MLflow's
+// register_model does; it returns the version number.
+func (c *client) register(name, runID string) (string, error) {
+	var e *apiError
+	err := c.call("POST", "registered-models/create", map[string]string{"name": name}, nil)
+	if err != nil && !(errors.As(err, &e) && e.Code == "RESOURCE_ALREADY_EXISTS") {
+		return "", err
+	}
+	var got struct {
+		ModelVersion struct {
+			Version string `json:"version"`
+		} `json:"model_version"`
+	}
+	err = c.call("POST", "model-versions/create", map[string]string{"name": name, "source": "runs:/" + runID + "/model", "run_id": runID}, &got)
+	return got.ModelVersion.Version, err
 }
 
 // ---- MLflow REST client ----

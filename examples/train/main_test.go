@@ -434,3 +434,19 @@ func TestLoadDataSplitsAndChecks(t *testing.T) {
 		t.Errorf("err %v", err)
 	}
 }
+
+func TestRegistersTheModel(t *testing.T) {
+	base := startPlinth(t)
+	env := map[string]string{"MLFLOW_TRACKING_URI": base, "MLFLOW_TRACKING_TOKEN": adminKey}
+	for want := 1; want <= 2; want++ {
+		stdout, _ := runProgram(t, env, "--epochs", "2", "--register-model", "fraud")
+		m := regexp.MustCompile(`(?m)^registered model fraud version (\d+) \(runs:/([0-9a-f]{32})/model\)$`).FindStringSubmatch(stdout)
+		if m == nil || m[1] != fmt.Sprint(want) {
+			t.Fatalf("stdout:\n%s", stdout)
+		}
+		v := mlflow(t, base, "GET", "model-versions/get?name=fraud&version="+m[1], nil)["model_version"].(map[string]any)
+		if v["run_id"] != m[2] || v["source"] != "runs:/"+m[2]+"/model" {
+			t.Errorf("version %s: %v", m[1], v)
+		}
+	}
+}

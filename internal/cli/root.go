@@ -50,6 +50,7 @@ running server (see 'plinth login').`,
 		newExperimentCmd(g), newRunCmd(g), newModelCmd(g), newLineageCmd(g), newDataCmd(g),
 		newSKUCmd(g), newComputeCmd(g), newJobCmd(g), newQuotaCmd(g), newCostCmd(g),
 		newEndpointCmd(g), newDeploymentCmd(g), newUsageCmd(g), newGatewayCmd(g), newLLMCmd(g),
+		newDoctorCmd(g),
 	)
 	root.AddCommand(newWorkloadCmd(g))
 	return root
