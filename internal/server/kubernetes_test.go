@@ -132,6 +132,40 @@ resources:
 		t.Fatalf("job: %s %s; logs %q", done.Status, done.Reason, logs.String())
 	}
 
+	// A distributed job: both ranks are told rank 0's address as the
+	// name of a headless Service that selects it.
+	file = writeFile(t, filepath.Join(src, "dist.yml"), `type: command
+name: k8s-dist-1
+command: torchrun train.py
+environment_variables:
+  PLINTH_SIM_EXIT: "0"
+resources:
+  instance_type: k8s-small
+  instance_count: 2
+`)
+	dist := submit(t, c, "default", file)
+	addrs := map[string]bool{}
+	waitFor(t, "both ranks' Jobs", 30*time.Second, func() bool {
+		list, err := jobsAPI.List(ctx, metav1.ListOptions{LabelSelector: kubernetes.LabelJob + "=" + dist.ID})
+		if err != nil || len(list.Items) != 2 {
+			return len(addrs) > 0 // the ranks may already have ended
+		}
+		for _, jb := range list.Items {
+			for _, env := range jb.Spec.Template.Spec.Containers[0].Env {
+				if env.Name == "MASTER_ADDR" {
+					addrs[env.Value] = true
+				}
+			}
+		}
+		return true
+	})
+	if len(addrs) != 1 || addrs["127.0.0.1"] {
+		t.Fatalf("ranks' MASTER_ADDR: %v", addrs)
+	}
+	if done := waitJob(t, c, dist.ID, time.Minute); done.Status != jobs.StatusCompleted {
+		t.Fatalf("distributed job: %s %s", done.Status, done.Reason)
+	}
+
 	// An online deployment: its replica's pod serves where the gateway
 	// sends calls.
 	startEndpoints(t, e)

@@ -38,6 +38,10 @@
 // image (the local backend's host directories do not exist in a pod), and
 // Handle.Node is the pod's IP, where its Ports are served.
 //
+// The ranks of a distributed job (WORLD_SIZE > 1 in Spec.Env) get
+// MASTER_ADDR set to a headless Service that selects rank 0's pod, owned by
+// every rank's Job.
+//
 // Work with a Spec.Stage (a job, whose code and inputs are on the control
 // plane) gets an init container from Options.ToolsImage that copies the
 // plinth binary into a shared volume; the work's container runs
@@ -455,6 +459,11 @@ func labelValue(v string) string {
 // start with a letter) unique per workspace, endpoint and deployment.
 func serviceName(workspace, endpoint, deployment string) string {
 	return hashed(objectName("ep-"+endpoint+"-"+deployment), workspace+"/"+endpoint+"/"+deployment, 63)
+}
+
+// masterServiceName names a distributed job's headless Service.
+func masterServiceName(workspace, job string) string {
+	return hashed(objectName("job-"+job), workspace+"/"+job, 63)
 }
 
 // quantity formats n bytes for a resource list.

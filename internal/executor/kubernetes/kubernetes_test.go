@@ -703,3 +703,51 @@ func TestStagedWork(t *testing.T) {
 		t.Errorf("stage without its token: %v", err)
 	}
 }
+
+// TestDistributedRanks: every rank of a distributed job is told rank 0's
+// address as a headless Service's DNS name, which every rank's Job owns.
+func TestDistributedRanks(t *testing.T) {
+	c := newFake()
+	e := newExec(t, c, Options{StartTimeout: -1, Namespace: "ml", DefaultImage: "pytorch:2"})
+	var hs []executor.Handle
+	for rank := range 2 {
+		env := map[string]string{"PLINTH_WORKSPACE": "team-a", "PLINTH_JOB_ID": "01jdist", "RANK": fmt.Sprint(rank), "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1"}
+		h, err := e.Start(ctxT(t), executor.Spec{ID: fmt.Sprintf("01jdist-a1-n%d", rank), Shell: "torchrun train.py", Env: env})
+		if err != nil {
+			t.Fatal(err)
+		}
+		hs = append(hs, h)
+	}
+	name := masterServiceName("team-a", "01jdist")
+	for _, h := range hs {
+		var addr string
+		for _, env := range getJob(t, c, h).Spec.Template.Spec.Containers[0].Env {
+			if env.Name == "MASTER_ADDR" {
+				addr = env.Value
+			}
+		}
+		if addr != name+".ml.svc" {
+			t.Errorf("%s: MASTER_ADDR %q, want %s.ml.svc", h.ID, addr, name)
+		}
+	}
+	svc, err := c.CoreV1().Services("ml").Get(ctxT(t), name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if svc.Spec.ClusterIP != corev1.ClusterIPNone || !svc.Spec.PublishNotReadyAddresses || svc.Spec.Selector[LabelRank] != "0" || svc.Spec.Selector[LabelJob] != "01jdist" {
+		t.Errorf("master Service: %+v", svc.Spec)
+	}
+	if len(svc.OwnerReferences) != 2 {
+		t.Errorf("the Service is owned by %d Jobs, want both ranks'", len(svc.OwnerReferences))
+	}
+	// A single-node job gets no such Service and keeps what it was given.
+	h, err := e.Start(ctxT(t), executor.Spec{ID: "01jone-a1-n0", Shell: "python train.py", Env: map[string]string{"PLINTH_JOB_ID": "01jone", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, env := range getJob(t, c, h).Spec.Template.Spec.Containers[0].Env {
+		if env.Name == "MASTER_ADDR" && env.Value != "127.0.0.1" {
+			t.Errorf("single node MASTER_ADDR %q", env.Value)
+		}
+	}
+}

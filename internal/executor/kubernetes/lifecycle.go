@@ -82,8 +82,13 @@ func (e *Executor) Start(ctx context.Context, spec executor.Spec) (executor.Hand
 		return executor.Handle{}, err
 	}
 	if p.service != "" {
-		if err := e.ensureService(ctx, job, p); err != nil {
+		if err := e.ensureService(ctx, job, p.service, func() *corev1.Service { return e.buildService(p.service, p.labels, p.ports) }); err != nil {
 			return fail(apiFault(err, "adding work %s to Service %s/%s", spec.ID, e.opts.Namespace, p.service))
+		}
+	}
+	if p.master != "" {
+		if err := e.ensureService(ctx, job, p.master, func() *corev1.Service { return e.buildMasterService(p.master, p.labels) }); err != nil {
+			return fail(apiFault(err, "adding work %s to Service %s/%s", spec.ID, e.opts.Namespace, p.master))
 		}
 	}
 	var pod *corev1.Pod
@@ -192,17 +197,18 @@ func commandFault(spec executor.Spec, pod *corev1.Pod, msg string) error {
 		Message: fmt.Sprintf("command %q cannot be started in image %s: %s", name, pod.Spec.Containers[0].Image, strings.TrimSpace(msg))}
 }
 
-// ensureService creates the deployment's Service or adds this replica's
-// Job to its owners.
-func (e *Executor) ensureService(ctx context.Context, job *batchv1.Job, p plan) error {
+// ensureService creates a Service shared by several Jobs (a deployment's
+// replicas, a distributed job's ranks) or adds job to its owners, so that
+// it goes with the last of them.
+func (e *Executor) ensureService(ctx context.Context, job *batchv1.Job, name string, build func() *corev1.Service) error {
 	svcs := e.client.CoreV1().Services(e.opts.Namespace)
 	owner := jobOwner(job)
 	return retry.OnError(retry.DefaultRetry, func(err error) bool {
 		return apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err)
 	}, func() error {
-		svc, err := svcs.Get(ctx, p.service, metav1.GetOptions{})
+		svc, err := svcs.Get(ctx, name, metav1.GetOptions{})
 		if apierrors.IsNotFound(err) {
-			svc = e.buildService(p.service, p.labels, p.ports)
+			svc = build()
 			svc.OwnerReferences = []metav1.OwnerReference{owner}
 			_, err = svcs.Create(ctx, svc, metav1.CreateOptions{})
 			return err
@@ -213,7 +219,7 @@ func (e *Executor) ensureService(ctx context.Context, job *batchv1.Job, p plan) 
 		if svc.DeletionTimestamp != nil {
 			// The garbage collector is removing it (its last replica went);
 			// wait for it to go and create it afresh.
-			return apierrors.NewAlreadyExists(corev1.Resource("services"), p.service)
+			return apierrors.NewAlreadyExists(corev1.Resource("services"), name)
 		}
 		for _, o := range svc.OwnerReferences {
 			if o.UID == job.UID {

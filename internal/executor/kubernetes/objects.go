@@ -31,6 +31,7 @@ type plan struct {
 	job     *batchv1.Job
 	ports   []int
 	service string // the deployment's Service, for replicas
+	master  string // the headless Service naming rank 0, for distributed jobs
 	labels  map[string]string
 }
 
@@ -78,6 +79,16 @@ func (e *Executor) buildJob(spec executor.Spec) (plan, error) {
 	ports := make([]int, spec.Ports)
 	for i := range ports {
 		ports[i] = e.opts.BasePort + i
+	}
+
+	// The ranks of a distributed job find rank 0 by name: a headless
+	// Service selecting its pod (the local backend's 127.0.0.1 means
+	// nothing across pods).
+	master := ""
+	if n, _ := strconv.Atoi(spec.Env["WORLD_SIZE"]); n > 1 && spec.Env["PLINTH_JOB_ID"] != "" {
+		master = masterServiceName(spec.Env["PLINTH_WORKSPACE"], spec.Env["PLINTH_JOB_ID"])
+		spec.Env = copyMap(spec.Env)
+		spec.Env["MASTER_ADDR"] = master + "." + e.opts.Namespace + ".svc"
 	}
 
 	c := corev1.Container{
@@ -191,7 +202,7 @@ func (e *Executor) buildJob(spec executor.Spec) (plan, error) {
 			},
 		},
 	}
-	p := plan{job: job, ports: ports, labels: lbl}
+	p := plan{job: job, ports: ports, labels: lbl, master: master}
 	if spec.Ports > 0 && lbl[LabelEndpoint] != "" && lbl[LabelDeployment] != "" {
 		p.service = serviceName(spec.Env["PLINTH_WORKSPACE"], spec.Env["PLINTH_ENDPOINT"], spec.Env["PLINTH_DEPLOYMENT"])
 	}
@@ -288,6 +299,18 @@ func (e *Executor) buildService(name string, lbl map[string]string, ports []int)
 		})
 	}
 	return svc
+}
+
+// buildMasterService is a distributed job's headless Service: its DNS name
+// resolves to rank 0's pod as soon as the pod has an IP (not only once it
+// is ready: rank 0 listens only after the others are expected to dial).
+func (e *Executor) buildMasterService(name string, lbl map[string]string) *corev1.Service {
+	sel := map[string]string{LabelManagedBy: ManagedByValue, LabelJob: lbl[LabelJob], LabelRank: "0"}
+	return &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: e.opts.Namespace,
+			Labels: map[string]string{LabelManagedBy: ManagedByValue, LabelJob: lbl[LabelJob]}},
+		Spec: corev1.ServiceSpec{Selector: sel, ClusterIP: corev1.ClusterIPNone, PublishNotReadyAddresses: true},
+	}
 }
 
 // jobOwner makes job an owner of a dependent object. The garbage collector
