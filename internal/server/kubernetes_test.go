@@ -8,9 +8,11 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -207,4 +209,148 @@ resources:
 	if os.Getenv("PLINTH_TEST_VERBOSE") != "" {
 		t.Logf("scored at pod %s: %v", podIP, out)
 	}
+}
+
+// runServer starts a server over real HTTP with its scheduler and endpoint
+// controller, and returns its URL and a stop that ends it the way a
+// restart does: the work it started keeps running.
+func runServer(t *testing.T, cfg server.Config) (string, *server.Server, func()) {
+	t.Helper()
+	srv, err := server.New(context.Background(), cfg, discardLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(srv.Handler())
+	srv.Jobs.SetTrackingURL(hs.URL)
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); srv.Jobs.Run(ctx) }()
+	go func() { defer wg.Done(); srv.RunEndpoints(ctx) }()
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			wg.Wait()
+			hs.Close()
+			srv.Close()
+		})
+	}
+	t.Cleanup(stop)
+	return hs.URL, srv, stop
+}
+
+// TestKubernetesServerRestartAdopts restarts the server while a job and an
+// online deployment run on Kubernetes: the new server adopts the Jobs it
+// finds (same UIDs, nothing recreated), keeps routing to the replica's
+// pod, and can still cancel the job.
+func TestKubernetesServerRestartAdopts(t *testing.T) {
+	cl := k8stest.Start(t, k8stest.LoopbackPods())
+	cl.AddNode(t, "cpu-0", k8stest.NodeOptions{CPU: "8", Memory: "32Gi"})
+	dir := t.TempDir()
+	skus := writeFile(t, filepath.Join(dir, "skus.yml"), "skus:\n  - name: k8s-small\n    family: standard-d\n    vcpus: 1\n    memory_gib: 2\n")
+	cfg := server.Config{DataDir: dir, BootstrapKey: adminKey, SKUFile: skus, Executor: server.ExecutorKubernetes,
+		Kubernetes: server.KubernetesConfig{Kubeconfig: filepath.Join(cl.Dir, "admin.kubeconfig"), Namespace: "default",
+			Image: "python:3.12-slim", ToolsImage: "plinth:test", StartTimeout: 30 * time.Second}}
+	ctx := context.Background()
+	url, _, stop := runServer(t, cfg)
+	c := client.New(url, adminKey)
+
+	file := writeFile(t, filepath.Join(t.TempDir(), "job.yml"), "type: command\nname: long-1\ncommand: sleep 3600\nresources:\n  instance_type: k8s-small\n")
+	j, err := c.SubmitJob(ctx, "default", file, client.SubmitOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the job running", 30*time.Second, func() bool {
+		got, err := c.GetJob(ctx, "default", j.ID)
+		return err == nil && got.Status == jobs.StatusRunning
+	})
+	uids := func(selector string) []string {
+		list, err := cl.Client.BatchV1().Jobs("default").List(ctx, metav1.ListOptions{LabelSelector: selector})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, jb := range list.Items {
+			out = append(out, string(jb.UID))
+		}
+		return out
+	}
+	jobUIDs := uids(kubernetes.LabelJob + "=" + j.ID)
+
+	call := func(method, u, body string) (int, map[string]any) {
+		req, _ := http.NewRequest(method, u, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+adminKey)
+		req.Header.Set("Content-Type", "application/json")
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		var out map[string]any
+		_ = json.NewDecoder(res.Body).Decode(&out)
+		return res.StatusCode, out
+	}
+	if code, out := call("POST", url+"/api/v1/workspaces/default/endpoints", `{"name":"fraud"}`); code != 201 {
+		t.Fatalf("creating the endpoint: %d %v", code, out)
+	}
+	if code, out := call("PUT", url+"/api/v1/workspaces/default/endpoints/fraud/deployments/blue",
+		`{"command":"python serve.py","environment":"registry.example/fraud:1","instance_type":"k8s-small","readiness_probe":{"period":1,"failure_threshold":60}}`); code != 200 {
+		t.Fatalf("creating the deployment: %d %v", code, out)
+	}
+	var podIP string
+	waitFor(t, "the replica's pod IP", 30*time.Second, func() bool {
+		pods, err := cl.Client.CoreV1().Pods("default").List(ctx, metav1.ListOptions{LabelSelector: kubernetes.LabelDeployment + "=blue"})
+		if err != nil || len(pods.Items) != 1 {
+			return false
+		}
+		podIP = pods.Items[0].Status.PodIP
+		return podIP != ""
+	})
+	ln, err := net.Listen("tcp", net.JoinHostPort(podIP, "8000"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pod := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, `{"served_by":%q}`, podIP)
+	})}
+	go pod.Serve(ln)
+	t.Cleanup(func() { pod.Close() })
+	ready := func(u string) bool {
+		_, out := call("GET", u+"/api/v1/workspaces/default/endpoints/fraud/deployments/blue", "")
+		reps, _ := out["replicas"].([]any)
+		return len(reps) == 1 && reps[0].(map[string]any)["state"] == "ready"
+	}
+	waitFor(t, "the replica ready", 60*time.Second, func() bool { return ready(url) })
+	if code, out := call("PATCH", url+"/api/v1/workspaces/default/endpoints/fraud", `{"traffic":{"blue":100}}`); code != 200 {
+		t.Fatalf("traffic: %d %v", code, out)
+	}
+	replicaUIDs := uids(kubernetes.LabelDeployment + "=blue")
+
+	// The restart.
+	stop()
+	url2, _, _ := runServer(t, cfg)
+	c2 := client.New(url2, adminKey)
+	waitFor(t, "the new server routing to the adopted replica", 30*time.Second, func() bool {
+		code, out := call("POST", url2+"/endpoints/fraud/score", `{}`)
+		return code == 200 && out["served_by"] == podIP
+	})
+	time.Sleep(3 * time.Second) // a few rounds of the scheduler and the controller
+	if got, err := c2.GetJob(ctx, "default", j.ID); err != nil || got.Status != jobs.StatusRunning || got.Attempt != 1 {
+		t.Fatalf("the job after the restart: %v %s attempt %d %s", err, got.Status, got.Attempt, got.Reason)
+	}
+	if after := uids(kubernetes.LabelJob + "=" + j.ID); fmt.Sprint(after) != fmt.Sprint(jobUIDs) {
+		t.Fatalf("the job's Kubernetes Jobs were %v, now %v: recreated", jobUIDs, after)
+	}
+	if after := uids(kubernetes.LabelDeployment + "=blue"); fmt.Sprint(after) != fmt.Sprint(replicaUIDs) || !ready(url2) {
+		t.Fatalf("the replica's Jobs were %v, now %v (ready %v): recreated", replicaUIDs, after, ready(url2))
+	}
+	if _, err := c2.CancelJob(ctx, "default", j.ID); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the adopted job cancelled", time.Minute, func() bool {
+		got, err := c2.GetJob(ctx, "default", j.ID)
+		return err == nil && got.Status == jobs.StatusCanceled
+	})
+	call("DELETE", url2+"/api/v1/workspaces/default/endpoints/fraud", "")
 }
