@@ -288,6 +288,7 @@ func newJobCmd(g *globals) *cobra.Command {
 
 	var file string
 	var stream bool
+	var name string
 	create := &cobra.Command{
 		Use:   "create -f JOB.yml",
 		Short: "Submit a command job (Azure ML CLI v2 job file); --stream follows its output until it ends",
@@ -304,7 +305,7 @@ MLFLOW_EXPERIMENT_ID and a token for that run, so an unmodified MLflow script lo
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			o := client.SubmitOptions{}
+			o := client.SubmitOptions{Name: name}
 			if dir, err := client.ConfigDir(); err == nil {
 				o.StateDir = filepath.Join(dir, "uploads")
 			}
@@ -324,6 +325,7 @@ MLFLOW_EXPERIMENT_ID and a token for that run, so an unmodified MLflow script lo
 	}
 	create.Flags().StringVarP(&file, "file", "f", "", "job file (YAML or JSON)")
 	create.Flags().BoolVar(&stream, "stream", false, "follow the job's output until it ends; exit non-zero if it fails")
+	create.Flags().StringVarP(&name, "name", "n", "", "the job's name, replacing the file's (names are unique in a workspace)")
 
 	var status string
 	var limit int

@@ -83,8 +83,9 @@ func printLineage(w io.Writer, l client.Lineage) {
 }
 
 func newModelCmd(g *globals) *cobra.Command {
-	cmd := &cobra.Command{Use: "model", Short: "Read registered models (the MLflow Model Registry)"}
+	cmd := &cobra.Command{Use: "model", Short: "Register, list and trace models (the MLflow Model Registry)"}
 	var ws string
+	cmd.AddCommand(newModelRegisterCmd(g), newModelListCmd(g), newModelShowCmd(g), newModelAliasCmd(g))
 	trace := &cobra.Command{
 		Use:   "trace NAME VERSION",
 		Short: "Show a model version's traceability record: who registered it, from which run, code version and data",

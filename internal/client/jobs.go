@@ -91,6 +91,8 @@ func (c *Client) SetQuota(ctx context.Context, ws, family string, vcpus, gpus *i
 
 // SubmitOptions tune SubmitJob.
 type SubmitOptions struct {
+	// Name replaces the job file's name.
+	Name string
 	// StateDir keeps upload state for local inputs (see UploadOptions).
 	StateDir string
 	// Progress reports uploads of the code folder and local inputs.
@@ -110,7 +112,10 @@ func (c *Client) SubmitJob(ctx context.Context, ws, file string, o SubmitOptions
 	if err != nil {
 		return jobs.Job{}, err
 	}
-	in := jobs.SubmitInput{JobFile: string(data), FileName: filepath.Base(file), Inputs: map[string]string{}}
+	in := jobs.SubmitInput{JobFile: string(data), FileName: filepath.Base(file), Name: o.Name, Inputs: map[string]string{}}
+	if o.Name != "" {
+		spec.Name = o.Name
+	}
 	if spec.Code != "" {
 		snap, err := jobs.SnapshotCode(spec.CodeDir())
 		if err != nil {

@@ -30,8 +30,11 @@ import (
 // data paths that replace local input paths (the CLI uploads those as
 // data assets first).
 type SubmitInput struct {
-	JobFile    string            `json:"job_file"`
-	FileName   string            `json:"file_name,omitempty"`
+	JobFile  string `json:"job_file"`
+	FileName string `json:"file_name,omitempty"`
+	// Name replaces the job file's name, as `az ml job create --name`
+	// does, so one file can be submitted many times under chosen names.
+	Name       string            `json:"name,omitempty"`
 	CodeDigest string            `json:"code_digest,omitempty"`
 	Inputs     map[string]string `json:"inputs,omitempty"`
 }
@@ -45,6 +48,12 @@ func (s *Service) Submit(ctx context.Context, sc compute.Scope, in SubmitInput) 
 	spec, err := Parse([]byte(in.JobFile), in.FileName)
 	if err != nil {
 		return Job{}, err
+	}
+	if in.Name != "" {
+		spec.Name = in.Name
+		if err := spec.Validate(); err != nil {
+			return Job{}, err
+		}
 	}
 	for name, p := range in.Inputs {
 		inp, ok := spec.Inputs[name]
