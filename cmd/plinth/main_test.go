@@ -33,6 +33,12 @@ func TestScripts(t *testing.T) {
 		Dir: "testdata/scripts",
 		Setup: func(env *testscript.Env) error {
 			env.Setenv("PLINTH_CONFIG_DIR", filepath.Join(env.WorkDir, "config"))
+			// Scripts read the repository's examples from $REPO.
+			repo, err := filepath.Abs("../..")
+			if err != nil {
+				return err
+			}
+			env.Setenv("REPO", repo)
 			env.Setenv("PLINTH_LOG_FORMAT", "json")
 			return nil
 		},

@@ -54,14 +54,40 @@ func newEndpointCmd(g *globals) *cobra.Command {
 		}
 		return out
 	}
-	var authMode string
+	var authMode, file string
 	var rate, teamRate int
 	create := &cobra.Command{
-		Use:   "create NAME",
+		Use:   "create [NAME] [-f endpoint.yml]",
 		Short: "Create an endpoint; its two keys are shown once",
-		Args:  exactArgs(1, "NAME"),
+		Example: `  plinth endpoint create fraud
+  plinth endpoint create -f examples/endpoint/endpoint.yml   # Azure ML's managed online endpoint YAML`,
+		Args: cobra.MaximumNArgs(1),
 		RunE: g.withClient(func(cmd *cobra.Command, c *client.Client, args []string) error {
-			e, err := c.CreateEndpoint(cmd.Context(), ws, endpoint.EndpointInput{Name: args[0], AuthMode: authMode, RateLimit: &rate, TeamRateLimit: &teamRate})
+			in := endpoint.EndpointInput{AuthMode: "key"}
+			if file != "" {
+				var err error
+				if in, err = readEndpointFile(file); err != nil {
+					return err
+				}
+			}
+			// Flags given and the NAME argument win over the file.
+			if len(args) == 1 {
+				in.Name = args[0]
+			}
+			if in.Name == "" {
+				return fmt.Errorf("name the endpoint: plinth endpoint create NAME, or name: in the -f file")
+			}
+			fl := cmd.Flags()
+			if fl.Changed("auth-mode") {
+				in.AuthMode = authMode
+			}
+			if fl.Changed("rate-limit") || in.RateLimit == nil {
+				in.RateLimit = &rate
+			}
+			if fl.Changed("team-rate-limit") || in.TeamRateLimit == nil {
+				in.TeamRateLimit = &teamRate
+			}
+			e, err := c.CreateEndpoint(cmd.Context(), ws, in)
 			if err != nil {
 				return err
 			}
@@ -74,6 +100,7 @@ func newEndpointCmd(g *globals) *cobra.Command {
 			})
 		}),
 	}
+	create.Flags().StringVarP(&file, "file", "f", "", "endpoint YAML (Azure ML's managed online endpoint: name, auth_mode, description, tags; and Plinth's rate limits)")
 	create.Flags().StringVar(&authMode, "auth-mode", "key", "key (endpoint keys or platform keys) or token (platform keys only)")
 	create.Flags().IntVar(&rate, "rate-limit", 0, "requests per minute per caller key (0: none)")
 	create.Flags().IntVar(&teamRate, "team-rate-limit", 0, "requests per minute for the workspace's team (0: none)")
@@ -234,6 +261,43 @@ type deploymentFile struct {
 	Name         string `json:"name"`
 	EndpointName string `json:"endpoint_name"`
 	Schema       string `json:"$schema,omitempty"`
+}
+
+// endpointFile is an endpoint YAML: Azure ML's managed online endpoint
+// fields, with Plinth's rate limits.
+type endpointFile struct {
+	endpoint.EndpointInput
+	Schema string `json:"$schema,omitempty"`
+	// Kind is Azure's ("Managed"); every Plinth endpoint is managed.
+	Kind string `json:"kind,omitempty"`
+}
+
+func readEndpointFile(file string) (endpoint.EndpointInput, error) {
+	raw, err := os.ReadFile(file)
+	if err != nil {
+		return endpoint.EndpointInput{}, err
+	}
+	j, err := yaml.YAMLToJSON(raw)
+	if err != nil {
+		return endpoint.EndpointInput{}, fmt.Errorf("%s: %v", file, err)
+	}
+	var f endpointFile
+	dec := json.NewDecoder(bytes.NewReader(j))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&f); err != nil {
+		return endpoint.EndpointInput{}, fmt.Errorf("%s: %v", file, err)
+	}
+	if f.Kind != "" && !strings.EqualFold(f.Kind, "managed") {
+		return endpoint.EndpointInput{}, fmt.Errorf("%s: kind %q: Plinth's endpoints are managed (leave kind out or write Managed)", file, f.Kind)
+	}
+	// Azure's token mode is Plinth's: platform keys and tokens only.
+	if f.AuthMode == "aml_token" || f.AuthMode == "aad_token" {
+		f.AuthMode = "token"
+	}
+	if f.AuthMode == "" {
+		f.AuthMode = "key"
+	}
+	return f.EndpointInput, nil
 }
 
 func newDeploymentCmd(g *globals) *cobra.Command {

@@ -17,7 +17,17 @@ import (
 // fields refused), so a typo or a renamed field fails here rather than in
 // a newcomer's terminal. The README's quickstart test runs the rest.
 func TestExampleFiles(t *testing.T) {
-	deployments, _ := filepath.Glob("../../examples/endpoint/*.yml")
+	ep, err := readEndpointFile("../../examples/endpoint/endpoint.yml")
+	if err != nil || ep.Name != "fraud" || ep.AuthMode != "key" || ep.RateLimit == nil || *ep.RateLimit != 600 {
+		t.Errorf("examples/endpoint/endpoint.yml: %v %+v", err, ep)
+	}
+	all, _ := filepath.Glob("../../examples/endpoint/*.yml")
+	var deployments []string
+	for _, p := range all {
+		if filepath.Base(p) != "endpoint.yml" {
+			deployments = append(deployments, p)
+		}
+	}
 	if len(deployments) < 2 {
 		t.Fatalf("deployment examples: %v", deployments)
 	}
