@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -294,32 +293,24 @@ func (g *Gateway) llmServe(c *llmCall) {
 }
 
 func (c *llmCall) readBody() bool {
-	g, r := c.g, c.r
-	if r.ContentLength > g.maxBody {
-		c.fail(http.StatusRequestEntityTooLarge, "invalid_request_error", "request_too_large", "Request body over the limit of "+strconv.FormatInt(g.maxBody, 10)+" bytes.", 0)
-		return false
-	}
-	var buf bytes.Buffer
-	if r.ContentLength > 0 {
-		buf.Grow(int(r.ContentLength) + 1)
-	}
-	n, err := buf.ReadFrom(io.LimitReader(r.Body, g.maxBody+1))
+	g := c.g
+	body, n, problem, err := readRequestBody(c.r, g.maxBody)
 	c.reqBytes = n
 	switch {
-	case n > g.maxBody:
+	case problem == bodyTooLarge:
 		c.fail(http.StatusRequestEntityTooLarge, "invalid_request_error", "request_too_large", "Request body over the limit of "+strconv.FormatInt(g.maxBody, 10)+" bytes.", 0)
 		return false
-	case err != nil && r.Context().Err() != nil:
+	case problem == bodyCallerGone:
 		c.status, c.errMsg = StatusClientClosed, "caller went away while sending the body"
 		return false
-	case err != nil:
+	case problem == bodyUnreadable:
 		c.fail(http.StatusBadRequest, "invalid_request_error", "invalid_body", "Reading the request body: "+err.Error(), 0)
 		return false
 	case n == 0:
 		c.fail(http.StatusBadRequest, "invalid_request_error", "invalid_json", "The request body is empty; send a JSON object.", 0)
 		return false
 	}
-	c.body = buf.Bytes()
+	c.body = body
 	return true
 }
 

@@ -277,36 +277,60 @@ func (g *Gateway) sharedRateLimit(c *call, ep *endpoint, key *endpointKey) bool 
 }
 
 // readBody reads the whole request body, so it can be retried and
-// mirrored; false means refused (413, or 400 when it cannot be read). The
-// body is never pooled: the transport may still read it after a response.
+// mirrored; false means refused (413, or 400 when it cannot be read).
 func (g *Gateway) readBody(c *call) bool {
-	r := c.r
-	if r.ContentLength > g.maxBody {
+	body, n, problem, err := readRequestBody(c.r, g.maxBody)
+	c.reqBytes = n
+	switch problem {
+	case bodyTooLarge:
 		c.fail(http.StatusRequestEntityTooLarge, "request_too_large", "request body over the limit of "+strconv.FormatInt(g.maxBody, 10)+" bytes", 0)
 		return false
+	case bodyCallerGone:
+		c.status, c.errMsg = StatusClientClosed, "caller went away while sending the body"
+		return false
+	case bodyUnreadable:
+		c.fail(http.StatusBadRequest, "invalid_argument", "reading the request body: "+err.Error(), 0)
+		return false
+	}
+	c.body = body
+	return true
+}
+
+// bodyProblem says why a request body was not read.
+type bodyProblem int
+
+const (
+	bodyOK bodyProblem = iota
+	bodyTooLarge
+	bodyCallerGone
+	bodyUnreadable
+)
+
+// readRequestBody reads a whole request body of at most max bytes, for
+// both data planes; each answers its problems in its own error format.
+// The body is never pooled: the upstream client may still read it after
+// a response.
+func readRequestBody(r *http.Request, max int64) ([]byte, int64, bodyProblem, error) {
+	if r.ContentLength > max {
+		return nil, 0, bodyTooLarge, nil
 	}
 	if r.Body == nil || r.Body == http.NoBody {
-		return true
+		return nil, 0, bodyOK, nil
 	}
 	var buf bytes.Buffer
 	if r.ContentLength > 0 {
 		buf.Grow(int(r.ContentLength) + 1) // +1: EOF is seen without growing
 	}
-	n, err := buf.ReadFrom(io.LimitReader(r.Body, g.maxBody+1))
-	c.reqBytes = n
+	n, err := buf.ReadFrom(io.LimitReader(r.Body, max+1))
 	switch {
-	case n > g.maxBody:
-		c.fail(http.StatusRequestEntityTooLarge, "request_too_large", "request body over the limit of "+strconv.FormatInt(g.maxBody, 10)+" bytes", 0)
-		return false
+	case n > max:
+		return nil, n, bodyTooLarge, nil
 	case err != nil && r.Context().Err() != nil:
-		c.status, c.errMsg = StatusClientClosed, "caller went away while sending the body"
-		return false
+		return nil, n, bodyCallerGone, err
 	case err != nil:
-		c.fail(http.StatusBadRequest, "invalid_argument", "reading the request body: "+err.Error(), 0)
-		return false
+		return nil, n, bodyUnreadable, err
 	}
-	c.body = buf.Bytes()
-	return true
+	return buf.Bytes(), n, bodyOK, nil
 }
 
 // admit takes an in-flight slot on the deployment, waiting for a cold
