@@ -385,7 +385,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	s.MLflow.Register(mux)
 	// The web UI at /ui (and / redirects there), over the same services.
 	s.UI = web.New(web.Deps{Auth: s.Auth, Workspaces: s.Workspaces, Tracking: s.Tracking, Registry: s.Registry, Artifacts: s.Artifacts,
-		Compute: s.Compute, Instances: s.Instances, Jobs: s.Jobs, Endpoints: s.Endpoints, Audit: s.Audit, Secret: secretKey, Metrics: s.registry, Log: log})
+		Compute: s.Compute, Instances: s.Instances, Jobs: s.Jobs, Endpoints: s.Endpoints, LLM: s.LLM, Audit: s.Audit, Secret: secretKey, Metrics: s.registry, Log: log})
 	s.UI.Register(mux)
 	(&appproxy.Proxy{Auth: s.Auth, Workspaces: s.Workspaces, Instances: s.Instances}).Register(mux)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/csv"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,6 +15,7 @@ import (
 	"github.com/chromedp/cdproto/browser"
 	"github.com/chromedp/chromedp"
 
+	"github.com/plinth-dev/plinth/internal/llm/llmtest"
 	"github.com/plinth-dev/plinth/internal/store"
 )
 
@@ -322,5 +325,102 @@ func TestWebInBrowser(t *testing.T) {
 		if !found {
 			t.Fatalf("no row for default/fraud in the usage CSV: %v", rows)
 		}
+	})
+}
+
+// TestWebInBrowserLLMAndKeys drives the LLM and access pages in headless
+// Chromium: a team's limit changed on the page takes effect on the LLM
+// gateway (the call over it gets 429), and a key made on the page is shown
+// once, listed by its prefix after, and stops working when revoked there.
+func TestWebInBrowserLLMAndKeys(t *testing.T) {
+	ctx := chrome(t)
+	e := start(t, store.SQLite)
+	screenshotsOnFailure(t, ctx, e.url, []string{"/ui/llm/models", "/ui/llm/models/llama", "/ui/llm/backends", "/ui/llm/teams",
+		"/ui/access/keys", "/ui/access/principals", "/ui/w/default/access"})
+	step(t, ctx, "signing in", chromedp.Navigate(e.url+"/ui/login"), chromedp.WaitVisible(chromedp.ID("key")),
+		chromedp.SendKeys(chromedp.ID("key"), e.admin), chromedp.Submit(chromedp.ID("key")),
+		chromedp.WaitVisible(chromedp.CSS(`nav a[aria-current="page"]`)))
+
+	t.Run("team limit", func(t *testing.T) {
+		startEndpoints(t, e)
+		up := llmtest.New(llmtest.Options{Name: "vllm", APIKey: "upstream-secret-0123456789"})
+		t.Cleanup(up.Close)
+		e.must(201, "POST", "/api/v1/workspaces", e.admin, map[string]any{"name": "fraud-ws", "team": "risk"})
+		e.must(201, "POST", "/api/v1/llm/backends", e.admin, map[string]any{"name": "vllm", "style": "openai",
+			"base_url": up.URL() + "/v1", "credential": "upstream-secret-0123456789", "input_cost_per_1k": 1.0, "output_cost_per_1k": 2.0})
+		e.must(201, "POST", "/api/v1/llm/models", e.admin, map[string]any{"name": "llama", "pool": []map[string]any{{"backend": "vllm"}}})
+		caller := e.principal("scorer", "EndpointInvoker", "fraud-ws")
+		call := func() int {
+			req, _ := http.NewRequest("POST", e.url+"/w/fraud-ws/openai/v1/chat/completions",
+				strings.NewReader(`{"model":"llama","messages":[{"role":"user","content":"is this fraud"}]}`))
+			req.Header.Set("Authorization", "Bearer "+caller)
+			req.Header.Set("Content-Type", "application/json")
+			res, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			io.Copy(io.Discard, res.Body)
+			res.Body.Close()
+			return res.StatusCode
+		}
+		waitFor(t, "the gateway to route llama", 10*time.Second, func() bool { return call() == 200 })
+		for i := range 3 {
+			if code := call(); code != 200 {
+				t.Fatalf("call %d with no limits: %d", i, code)
+			}
+		}
+		rpm := `input[form="limits-risk"][name="requests_per_minute"]`
+		step(t, ctx, "teams page", chromedp.Navigate(e.url+"/ui/llm/teams"), chromedp.WaitVisible(chromedp.CSS(rpm)),
+			chromedp.SetValue(chromedp.CSS(rpm), "1"),
+			chromedp.Click(chromedp.CSS(`button[aria-label="Save limits of risk"]`)),
+			chromedp.WaitVisible(chromedp.Search(`//p[contains(., "Limits of team risk saved")]`)))
+		if v := eval[string](t, ctx, `document.querySelector('`+rpm+`').value`); v != "1" {
+			t.Fatalf("the saved limit shows as %q", v)
+		}
+		lim := e.must(200, "GET", "/api/v1/llm/teams/risk/limits", e.admin, nil)
+		if lim.body["requests_per_minute"] != float64(1) {
+			t.Fatalf("limits after the page's change: %s", lim.raw)
+		}
+		// The routing table reaches the gateway within a second: then one
+		// call a minute passes and the next is refused.
+		waitFor(t, "the gateway to refuse the team's calls over 1 RPM", 10*time.Second, func() bool { return call() == http.StatusTooManyRequests })
+		if code := call(); code != http.StatusTooManyRequests {
+			t.Fatalf("a call over the team's limit: %d", code)
+		}
+		a := e.must(200, "GET", "/api/v1/audit?action=llm.limits.put", e.admin, nil)
+		if !strings.Contains(string(a.raw), `"principal":"admin"`) || !strings.Contains(string(a.raw), "llm/teams/risk/limits") {
+			t.Fatalf("the change is not audited: %s", a.raw)
+		}
+	})
+
+	t.Run("api key", func(t *testing.T) {
+		page := e.url + "/ui/access/keys"
+		step(t, ctx, "create a key", chromedp.Navigate(page), chromedp.WaitVisible(chromedp.ID("create-key")),
+			chromedp.SendKeys(chromedp.CSS(`#key-form input[name="name"]`), "browser-key"),
+			chromedp.Click(chromedp.ID("create-key")), chromedp.WaitVisible(chromedp.ID("new-key")))
+		secret := eval[string](t, ctx, `document.getElementById("new-key").textContent`)
+		if !strings.HasPrefix(secret, "plk_") {
+			t.Fatalf("new key %q", secret)
+		}
+		if who := e.call("GET", "/api/v1/whoami", secret, nil); who.status != 200 || who.body["principal"] != "admin" {
+			t.Fatalf("the new key: %d %s", who.status, who.raw)
+		}
+		step(t, ctx, "reload", chromedp.Navigate(page), chromedp.WaitVisible(chromedp.ID("create-key")))
+		html := eval[string](t, ctx, `document.documentElement.outerHTML`)
+		if strings.Contains(html, secret) {
+			t.Fatal("the key's secret is shown again")
+		}
+		if !strings.Contains(html, secret[:12]) {
+			t.Fatalf("the key's prefix %s is not listed", secret[:12])
+		}
+		step(t, ctx, "revoke", chromedp.Evaluate[chromedp.Void](`window.confirm = () => true`),
+			chromedp.Click(chromedp.CSS(`button[aria-label="Revoke browser-key"]`)),
+			chromedp.WaitVisible(chromedp.Search(`//p[contains(., "Key browser-key revoked")]`)))
+		if n := eval[int](t, ctx, `document.querySelectorAll('button[aria-label="Revoke browser-key"]').length`); n != 0 {
+			t.Fatalf("a revoked key still has a Revoke button")
+		}
+		waitFor(t, "the revoked key to stop working", 5*time.Second, func() bool {
+			return e.call("GET", "/api/v1/whoami", secret, nil).status == http.StatusUnauthorized
+		})
 	})
 }

@@ -13,7 +13,9 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/plinth-dev/plinth/internal/gateway"
 	"github.com/plinth-dev/plinth/internal/store"
 	"github.com/plinth-dev/plinth/internal/tracking"
 )
@@ -261,6 +263,24 @@ func BenchmarkWebPages(b *testing.B) {
 		}
 		ids = append(ids, run.Info.RunID)
 	}
+	// The LLM pages read a month of hourly usage: 200 hours of 10 keys'
+	// calls to one model through two backends.
+	e.must(201, "POST", "/api/v1/workspaces", e.admin, map[string]any{"name": "mlops", "team": "research"})
+	for _, name := range []string{"ptu", "paygo"} {
+		e.must(201, "POST", "/api/v1/llm/backends", e.admin, map[string]any{"name": name, "style": "openai", "base_url": "http://127.0.0.1:9/v1", "credential": "sk-bench-credential-0123456789"})
+	}
+	e.must(201, "POST", "/api/v1/llm/models", e.admin, map[string]any{"name": "gpt-4o", "pool": []map[string]any{{"backend": "ptu"}, {"backend": "paygo", "priority": 1}}})
+	e.must(200, "PUT", "/api/v1/llm/teams/research/limits", e.admin, map[string]any{"tokens_per_month": 5000000, "budget_per_month": 500})
+	var calls []gateway.Record
+	for h := range 200 {
+		for k := range 10 {
+			calls = append(calls, gateway.Record{Time: time.Now().Add(-time.Duration(h) * time.Hour), Workspace: "mlops", Team: "research", KeyID: fmt.Sprint("k", k),
+				Status: 200, Latency: time.Millisecond, Model: "gpt-4o", Backend: []string{"ptu", "paygo"}[k%2], PromptTokens: 100, CompletionTokens: 50, Cost: 0.01})
+		}
+	}
+	if err := e.srv.Endpoints.WriteCalls(ctx, calls); err != nil {
+		b.Fatal(err)
+	}
 	c := signIn(b, e, e.admin)
 	for _, bc := range []struct{ name, path string }{
 		{"experiments", "/ui/w/default/experiments"},
@@ -273,6 +293,14 @@ func BenchmarkWebPages(b *testing.B) {
 		{"compare_metric_json", "/ui/w/default/compare/metric?key=loss&run=" + strings.Join(ids[:10], "&run=")},
 		{"usage", "/ui/usage"},
 		{"audit", "/ui/w/default/audit"},
+		{"llm_models", "/ui/llm/models"},
+		{"llm_model", "/ui/llm/models/gpt-4o?since=30d"},
+		{"llm_model_usage_json", "/ui/llm/models/gpt-4o/usage?metric=tokens&since=30d"},
+		{"llm_backends", "/ui/llm/backends"},
+		{"llm_teams", "/ui/llm/teams"},
+		{"access_keys", "/ui/access/keys"},
+		{"access_principals", "/ui/access/principals"},
+		{"access_roles", "/ui/w/default/access"},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			for b.Loop() {
@@ -282,4 +310,215 @@ func BenchmarkWebPages(b *testing.B) {
 			}
 		})
 	}
+}
+
+var newKeyRE = regexp.MustCompile(`<code class="secret" id="new-key">([^<]+)</code>`)
+
+// TestWebLLMAndAccess covers the LLM gateway and access pages over plain
+// HTTP: they render; changes go through the services (audited) with the
+// API's permissions; a Reader sees them read-only and is refused (and
+// audited) when it tries; credentials and key secrets never appear in a
+// page after the answer that created them.
+func TestWebLLMAndAccess(t *testing.T) {
+	e := start(t, store.SQLite)
+	const credential = "sk-upstream-credential-0123456789-Q7ZX"
+	e.must(201, "POST", "/api/v1/workspaces", e.admin, map[string]any{"name": "mlops", "team": "research"})
+	admin := signIn(t, e, e.admin)
+
+	// A backend made in the UI: the credential is write-only.
+	form := url.Values{"name": {"openai"}, "style": {"openai"}, "base_url": {"http://127.0.0.1:9/v1"}, "credential": {credential},
+		"requests_per_minute": {"600"}, "tokens_per_minute": {"90000"}, "input_cost_per_1k": {"0.5"}, "output_cost_per_1k": {"1.5"}}
+	if code, _ := admin.post("/ui/llm/backends", form); code != 403 {
+		t.Errorf("backend without CSRF token: %d", code)
+	}
+	bad := url.Values{"csrf_token": {admin.csrf}}
+	for k, v := range form {
+		bad[k] = v
+	}
+	bad.Set("base_url", "not a url")
+	code, body := admin.post("/ui/llm/backends", bad)
+	if code != 400 || !strings.Contains(body, "base_url") || strings.Contains(body, credential) || strings.Contains(body, "Q7ZX") {
+		t.Errorf("refused backend: %d (echoes the credential: %v) %s", code, strings.Contains(body, "Q7ZX"), body)
+	}
+	form.Set("csrf_token", admin.csrf)
+	if code, body := admin.post("/ui/llm/backends", form); code != 200 || !strings.Contains(body, "Backend openai created") {
+		t.Fatalf("creating a backend: %d %s", code, body)
+	}
+	b := e.must(200, "GET", "/api/v1/llm/backends/openai", e.admin, nil)
+	if b.body["credential_set"] != true || b.body["requests_per_minute"] != float64(600) {
+		t.Fatalf("backend made in the UI: %s", b.raw)
+	}
+	e.must(201, "POST", "/api/v1/llm/backends", e.admin, map[string]any{"name": "vllm", "style": "openai", "base_url": "http://127.0.0.1:9/v1"})
+	e.must(201, "POST", "/api/v1/llm/models", e.admin, map[string]any{"name": "gpt-4o", "cache_ttl_ms": 60000,
+		"pool": []map[string]any{{"backend": "vllm", "priority": 0, "weight": 3}, {"backend": "openai", "priority": 1}}})
+	e.must(201, "POST", "/api/v1/llm/models", e.admin, map[string]any{"name": "idle", "pool": []map[string]any{{"backend": "vllm"}}})
+	e.must(200, "PUT", "/api/v1/llm/teams/research/limits", e.admin, map[string]any{"tokens_per_month": 5000000})
+	now := time.Now().UTC()
+	if err := e.srv.Endpoints.WriteCalls(context.Background(), []gateway.Record{
+		{Time: now, Workspace: "mlops", Team: "research", Principal: "p", KeyID: "k1", Status: 200, Latency: time.Millisecond,
+			Model: "gpt-4o", Backend: "vllm", PromptTokens: 100, CompletionTokens: 50, Cost: 0.25},
+		{Time: now, Workspace: "mlops", Team: "research", Principal: "p", KeyID: "k1", Status: 200, Latency: time.Millisecond,
+			Model: "gpt-4o", Backend: "openai", PromptTokens: 1000, CompletionTokens: 500, Cost: 1.5, Spillover: true},
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	pages := []string{"/ui/llm/models", "/ui/llm/models/gpt-4o", "/ui/llm/models/gpt-4o?by=team&since=24h", "/ui/llm/models/idle", "/ui/llm/backends", "/ui/llm/teams",
+		"/ui/access/keys", "/ui/access/principals", "/ui/w/default/access", "/ui/w/default/audit", "/ui/usage?by=model"}
+	for _, p := range pages {
+		code, body, hdr := admin.get(p)
+		if code != 200 || hdr.Get("Cache-Control") != "no-store" || strings.Contains(body, " style=") || strings.Contains(body, "<script>") {
+			t.Errorf("%s: %d %s", p, code, body)
+		}
+		if strings.Contains(body, credential) || strings.Contains(body, "Q7ZX") {
+			t.Errorf("%s shows the backend's credential", p)
+		}
+	}
+	_, body, _ = admin.get("/ui/llm/backends")
+	if !strings.Contains(body, `<td>set</td>`) || !strings.Contains(body, "not set") || !strings.Contains(body, "closed") && !strings.Contains(body, "—") {
+		t.Errorf("backends page: %s", body)
+	}
+	_, body, _ = admin.get("/ui/llm/models/gpt-4o")
+	if !strings.Contains(body, `name="weight.0" value="3"`) || !strings.Contains(body, "60000 ms") || !strings.Contains(body, "1000 / 500") {
+		t.Errorf("model page: %s", body)
+	}
+	code, body, _ = admin.get("/ui/llm/models/gpt-4o/usage?metric=tokens&by=backend&since=24h")
+	if code != 200 || !strings.Contains(body, `"label":"openai"`) || !strings.Contains(body, `"label":"vllm"`) {
+		t.Errorf("model usage series: %d %s", code, body)
+	}
+	_, body, _ = admin.get("/ui/llm/teams")
+	if !strings.Contains(body, `id="team-research"`) || !strings.Contains(body, "used 1650") || !strings.Contains(body, "spent 1.7500") {
+		t.Errorf("teams page: %s", body)
+	}
+
+	// A pool member's weight and a team's limits, changed here, are what
+	// the API shows after, audited as the API's changes are.
+	_, body, _ = admin.get("/ui/llm/models/gpt-4o")
+	version := regexp.MustCompile(`name="version" value="(\d+)"`).FindStringSubmatch(body)
+	if version == nil {
+		t.Fatalf("no version on the model page")
+	}
+	poolForm := url.Values{"csrf_token": {admin.csrf}, "version": {version[1]}, "backend.0": {"vllm"}, "backend.1": {"openai"},
+		"weight.0": {"5"}, "priority.0": {"0"}, "weight.1": {"2"}, "priority.1": {"1"}}
+	if code, body := admin.post("/ui/llm/models/gpt-4o/pool", poolForm); code != 200 || !strings.Contains(body, "Pool saved") {
+		t.Fatalf("saving the pool: %d %s", code, body)
+	}
+	m := e.must(200, "GET", "/api/v1/llm/models/gpt-4o", e.admin, nil)
+	pool := m.body["pool"].([]any)
+	if pool[0].(map[string]any)["weight"] != float64(5) || pool[1].(map[string]any)["weight"] != float64(2) {
+		t.Fatalf("pool after the UI's change: %s", m.raw)
+	}
+	if code, body := admin.post("/ui/llm/models/gpt-4o/pool", poolForm); code != 400 || !strings.Contains(body, "changed since this page was loaded") {
+		t.Errorf("a stale pool form: %d", code)
+	}
+	if code, body := admin.post("/ui/llm/teams/research/limits", url.Values{"csrf_token": {admin.csrf}, "requests_per_minute": {"7"},
+		"tokens_per_month": {"5000000"}, "budget_per_month": {"12.5"}}); code != 200 || !strings.Contains(body, "Limits of team research saved") {
+		t.Fatalf("saving limits: %d %s", code, body)
+	}
+	lim := e.must(200, "GET", "/api/v1/llm/teams/research/limits", e.admin, nil)
+	if lim.body["requests_per_minute"] != float64(7) || lim.body["budget_per_month"] != 12.5 || lim.body["tokens_per_day"] != float64(0) {
+		t.Fatalf("limits after the UI's change: %s", lim.raw)
+	}
+	if code, body := admin.post("/ui/llm/teams", url.Values{"csrf_token": {admin.csrf}, "team": {"sales"}, "tokens_per_day": {"-1"}}); code != 400 || !strings.Contains(body, "tokens_per_day") {
+		t.Errorf("negative limit: %d %s", code, body)
+	}
+	for _, action := range []string{"llm.backend.create", "llm.model.update", "llm.limits.put"} {
+		a := e.must(200, "GET", "/api/v1/audit?action="+action+"&result=success", e.admin, nil)
+		if !strings.Contains(string(a.raw), `"principal":"admin"`) || strings.Contains(string(a.raw), "Q7ZX") {
+			t.Errorf("%s not audited (or with the credential): %s", action, a.raw)
+		}
+	}
+	if a := e.must(200, "GET", "/api/v1/audit?action=llm.limits.put&result=invalid_argument", e.admin, nil); !strings.Contains(string(a.raw), "tokens_per_day") {
+		t.Errorf("refused limits not audited: %s", a.raw)
+	}
+
+	// A platform Reader sees the LLM pages read-only and is refused changes.
+	pat := signIn(t, e, e.principal("pat", "Reader", ""))
+	for _, p := range []string{"/ui/llm/models/gpt-4o", "/ui/llm/backends", "/ui/llm/teams", "/ui/access/principals"} {
+		code, body, _ := pat.get(p)
+		if code != 200 || strings.Contains(body, `name="weight.0"`) || strings.Contains(body, `id="backend-form"`) || strings.Contains(body, ">Save<") ||
+			strings.Contains(body, "Q7ZX") {
+			t.Errorf("reader's %s: %d %s", p, code, body)
+		}
+	}
+	if code, body := pat.post("/ui/llm/teams/research/limits", url.Values{"csrf_token": {pat.csrf}, "requests_per_minute": {"100000"}}); code != 403 || !strings.Contains(body, "llm.write") {
+		t.Errorf("reader setting limits: %d %s", code, body)
+	}
+	if code, _ := pat.post("/ui/llm/models/gpt-4o/pool", url.Values{"csrf_token": {pat.csrf}}); code != 403 {
+		t.Errorf("reader changing a pool: %d", code)
+	}
+	if a := e.must(200, "GET", "/api/v1/audit?action=llm.limits.put&result=permission_denied", e.admin, nil); !strings.Contains(string(a.raw), `"principal":"pat"`) {
+		t.Errorf("refused UI limits change not audited: %s", a.raw)
+	}
+	// A workspace Reader holds no platform permission: refused as the API
+	// refuses it.
+	ritaKey := e.principal("rita", "Reader", "default")
+	rita := signIn(t, e, ritaKey)
+	for p, api := range map[string]string{"/ui/llm/models": "/api/v1/llm/models", "/ui/llm/teams": "/api/v1/llm/teams",
+		"/ui/access/principals": "/api/v1/principals", "/ui/access/keys?principal=admin": "/api/v1/keys?principal=admin"} {
+		if code, _, _ := rita.get(p); code != 403 {
+			t.Errorf("workspace reader's %s: %d", p, code)
+		}
+		if r := e.call("GET", api, ritaKey, nil); r.status != 403 {
+			t.Errorf("the API answers a workspace reader's %s with %d, the UI with 403", api, r.status)
+		}
+	}
+	if code, body, _ := rita.get("/ui/w/default/access"); code != 200 || strings.Contains(body, ">Remove<") || !strings.Contains(body, "rita") {
+		t.Errorf("workspace reader's roles page: %d %s", code, body)
+	}
+	if code, body := rita.post("/ui/w/default/access/roles", url.Values{"csrf_token": {rita.csrf}, "principal": {"rita"}, "role": {"Owner"}}); code != 403 || !strings.Contains(body, "roles.write") {
+		t.Errorf("reader granting itself Owner: %d", code)
+	}
+
+	// Keys: made here, the secret is in this answer only.
+	if code, _ := admin.post("/ui/access/keys", url.Values{"name": {"ui-key"}}); code != 403 {
+		t.Errorf("key without CSRF token: %d", code)
+	}
+	code, body = admin.post("/ui/access/keys", url.Values{"csrf_token": {admin.csrf}, "name": {"ui-key"}, "workspace": {"mlops"}, "expires": {"30d"}})
+	sm := newKeyRE.FindStringSubmatch(body)
+	if code != 201 || sm == nil {
+		t.Fatalf("creating a key: %d %s", code, body)
+	}
+	secret := sm[1]
+	who := e.must(200, "GET", "/api/v1/whoami", secret, nil)
+	if who.body["principal"] != "admin" || who.body["key_workspace"] != "mlops" {
+		t.Fatalf("the new key: %s", who.raw)
+	}
+	keys := e.must(200, "GET", "/api/v1/keys", e.admin, nil)
+	var keyID, prefix string
+	for _, k := range keys.body["keys"].([]any) {
+		if km := k.(map[string]any); km["name"] == "ui-key" {
+			keyID, prefix = km["id"].(string), km["prefix"].(string)
+			if km["expires_at"] == nil {
+				t.Errorf("the key has no expiry: %v", km)
+			}
+		}
+	}
+	for _, p := range append(pages, "/ui/access/keys?principal=admin", "/ui/w/mlops/audit", "/ui/usage?by=key") {
+		_, body, _ := admin.get(p)
+		if strings.Contains(body, secret) || strings.Contains(body, credential) {
+			t.Errorf("%s shows a secret after its creation", p)
+		}
+	}
+	_, body, _ = admin.get("/ui/access/keys")
+	if !strings.Contains(body, prefix) || !strings.Contains(body, "this session") {
+		t.Errorf("keys page: %s", body)
+	}
+	// Another principal's keys: a Reader may not list or revoke them (not
+	// found, as the API answers, and audited).
+	if code, _ := rita.post("/ui/access/keys/"+keyID+"/revoke", url.Values{"csrf_token": {rita.csrf}}); code != 404 {
+		t.Errorf("reader revoking admin's key: %d", code)
+	}
+	if a := e.must(200, "GET", "/api/v1/audit?action=key.revoke&result=not_found", e.admin, nil); !strings.Contains(string(a.raw), `"principal":"rita"`) {
+		t.Errorf("refused revoke not audited: %s", a.raw)
+	}
+	if code, _ := rita.post("/ui/access/keys", url.Values{"csrf_token": {rita.csrf}, "name": {"x"}, "principal": {"admin"}}); code != 403 {
+		t.Errorf("reader making a key for admin: %d", code)
+	}
+	if code, body := admin.post("/ui/access/keys/"+keyID+"/revoke", url.Values{"csrf_token": {admin.csrf}}); code != 200 || !strings.Contains(body, "Key ui-key revoked") {
+		t.Fatalf("revoking: %d %s", code, body)
+	}
+	waitFor(t, "the revoked key to stop working", 5*time.Second, func() bool {
+		return e.call("GET", "/api/v1/whoami", secret, nil).status == 401
+	})
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/plinth-dev/plinth/internal/endpoint"
 	"github.com/plinth-dev/plinth/internal/fault"
 	"github.com/plinth-dev/plinth/internal/jobs"
+	"github.com/plinth-dev/plinth/internal/llm"
 	"github.com/plinth-dev/plinth/internal/observe"
 	"github.com/plinth-dev/plinth/internal/registry"
 	"github.com/plinth-dev/plinth/internal/secret"
@@ -42,6 +43,7 @@ type Deps struct {
 	Instances  *compute.Instances
 	Jobs       *jobs.Service
 	Endpoints  *endpoint.Service
+	LLM        *llm.Service
 	Audit      *audit.Log
 	// Secret seals session cookies, so any control plane with the same
 	// platform key accepts them.
@@ -127,6 +129,30 @@ func (u *UI) routes() []page {
 		{Method: "GET", Path: w + "/lineage", Permission: auth.DataRead, Scoped: true, Handle: u.lineagePage},
 
 		{Method: "GET", Path: w + "/audit", Permission: auth.AuditRead, Scoped: true, Handle: u.auditPage},
+
+		{Method: "GET", Path: w + "/access", Permission: auth.RolesRead, Scoped: true, Handle: u.workspaceRolesPage},
+		{Method: "POST", Path: w + "/access/roles", Permission: auth.RolesWrite, Scoped: true, Action: "role.assign", Handle: u.workspaceRoleAssign},
+		{Method: "POST", Path: w + "/access/roles/{id}/remove", Permission: auth.RolesWrite, Scoped: true, Action: "role.remove", Handle: u.workspaceRoleRemove},
+
+		// The LLM front door and principals are platform-wide, as in the API.
+		{Method: "GET", Path: "/ui/llm", Permission: auth.LLMRead, Handle: u.llmHome},
+		{Method: "GET", Path: "/ui/llm/models", Permission: auth.LLMRead, Handle: u.llmModelsPage},
+		{Method: "GET", Path: "/ui/llm/models/{name}", Permission: auth.LLMRead, Handle: u.llmModelPage},
+		{Method: "GET", Path: "/ui/llm/models/{name}/usage", Permission: auth.LLMRead, Handle: u.llmModelUsageJSON},
+		{Method: "POST", Path: "/ui/llm/models/{name}/pool", Permission: auth.LLMWrite, Action: "llm.model.update", Handle: u.llmModelPool},
+		{Method: "GET", Path: "/ui/llm/backends", Permission: auth.LLMRead, Handle: u.llmBackendsPage},
+		{Method: "POST", Path: "/ui/llm/backends", Permission: auth.LLMWrite, Action: "llm.backend.create", Handle: u.llmBackendCreate},
+		{Method: "GET", Path: "/ui/llm/teams", Permission: auth.LLMRead, Handle: u.llmTeamsPage},
+		{Method: "POST", Path: "/ui/llm/teams", Permission: auth.LLMWrite, Action: "llm.limits.put", Handle: u.llmTeamLimits},
+		{Method: "POST", Path: "/ui/llm/teams/{team}/limits", Permission: auth.LLMWrite, Action: "llm.limits.put", Handle: u.llmTeamLimits},
+		{Method: "POST", Path: "/ui/llm/teams/{team}/limits/delete", Permission: auth.LLMWrite, Action: "llm.limits.delete", Handle: u.llmTeamLimitsDelete},
+
+		{Method: "GET", Path: "/ui/access/principals", Permission: auth.PrincipalsRead, Handle: u.principalsPage},
+		// Keys are self-service, as in the API: the service refuses another
+		// principal's keys without keys.manage.
+		{Method: "GET", Path: "/ui/access/keys", Permission: auth.Authenticated, Handle: u.keysPage},
+		{Method: "POST", Path: "/ui/access/keys", Permission: auth.Authenticated, Action: "key.create", Handle: u.keyCreate},
+		{Method: "POST", Path: "/ui/access/keys/{id}/revoke", Permission: auth.Authenticated, Action: "key.revoke", Handle: u.keyRevoke},
 
 		{Method: "GET", Path: "/ui/switch", Permission: auth.Authenticated, Handle: u.switchWorkspace},
 		// Usage spans the workspaces the caller may read usage of.
