@@ -26,6 +26,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/plinth-dev/plinth/internal/gateway"
+	"github.com/plinth-dev/plinth/internal/gateway/h1"
 )
 
 // The model server and the gateway run in processes of their own: this
@@ -152,6 +153,7 @@ func gatewayMain(args []string) error {
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile to this file")
 	accessLog := fs.String("access-log", "", "write the JSON access log to this file (default: off, as nginx's access_log off)")
 	gogc := fs.Int("gogc", 0, "GOGC for this process; 0 keeps Go's default (as `plinth gateway` does)")
+	server := fs.String("server", "net", `HTTP server of the data plane: "net" (net/http) or "plinth" (internal/gateway/h1)`)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -160,6 +162,9 @@ func gatewayMain(args []string) error {
 	}
 	if *replicas == "" {
 		return errors.New("-replicas is required")
+	}
+	if *server != "net" && *server != "plinth" {
+		return fmt.Errorf("-server %q: want net or plinth", *server)
 	}
 	if *cpuprofile != "" {
 		f, err := os.Create(*cpuprofile)
@@ -202,12 +207,22 @@ func gatewayMain(args []string) error {
 		cancel()
 		return err
 	}
-	go srv.Serve(ln)
+	// Both servers are built from the same http.Server: handler, timeouts
+	// and header limit as `plinth gateway` has them.
+	var serve func(net.Listener) error
+	var shutdown func(context.Context) error
+	if *server == "plinth" {
+		hs := h1.FromHTTP(srv)
+		serve, shutdown = hs.Serve, hs.Shutdown
+	} else {
+		serve, shutdown = srv.Serve, srv.Shutdown
+	}
+	go serve(ln)
 	fmt.Printf("ready %s\n", ln.Addr())
 
 	io.Copy(io.Discard, os.Stdin)
 	sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
-	srv.Shutdown(sctx)
+	shutdown(sctx)
 	scancel()
 	g.Close()
 	cancel()

@@ -21,7 +21,9 @@
 // Everything runs on loopback and nothing is downloaded; -nginx "" skips
 // nginx. -goproxy adds a fourth target, a bare net/http reverse proxy in a
 // process of its own, to tell what net/http costs from what Plinth's
-// features cost; -cpuprofile profiles the gateway process. Measurements on a shared machine are noisy: the output says what
+// features cost; -h1 adds the same gateway served by Plinth's own HTTP/1.1
+// server (internal/gateway/h1) as target plinth-h1, so that one run compares
+// the two servers; -cpuprofile profiles the gateway process. Measurements on a shared machine are noisy: the output says what
 // the load average was.
 package main
 
@@ -54,7 +56,8 @@ const (
 	tDirect = "direct"
 	tPlinth = "plinth"
 	tNginx  = "nginx"
-	tGo     = "go-proxy" // -goproxy: a bare net/http reverse proxy
+	tGo     = "go-proxy"  // -goproxy: a bare net/http reverse proxy
+	tH1     = "plinth-h1" // -h1: Plinth's gateway served by internal/gateway/h1
 )
 
 func main() {
@@ -80,6 +83,7 @@ type config struct {
 	cpuprofile   string
 	timeout      time.Duration
 	goproxy      bool
+	h1           bool
 	gogc         int
 }
 
@@ -106,6 +110,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.DurationVar(&c.timeout, "timeout", 10*time.Second, "timeout of one request")
 	fs.IntVar(&c.gogc, "gogc", 0, "GOGC of the Plinth gateway and bare Go proxy processes (0: Go's default, as `plinth gateway` runs; `plinth serve` uses 800)")
 	fs.BoolVar(&c.goproxy, "goproxy", false, "also measure a bare net/http reverse proxy (the gateway's proxy step without its features), in its own process")
+	fs.BoolVar(&c.h1, "h1", false, "also measure Plinth's gateway served by its own HTTP/1.1 server (internal/gateway/h1) as target plinth-h1, in a process of its own; plinth stays on net/http")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -266,6 +271,26 @@ func bench(ctx context.Context, cfg config, stdout, stderr io.Writer) (int, erro
 		targets = append(targets, &target{name: tGo, urls: []string{"http://" + gp.addrs[0] + "/score"}, token: token, pids: func() []int { return []int{gp.pid()} }})
 	}
 
+	// The same gateway on Plinth's own HTTP/1.1 server.
+	var g1 *child
+	if cfg.h1 {
+		args := slices.Clone(gwArgs)
+		for i, a := range args {
+			if a == "-cpuprofile" {
+				args[i+1] += ".h1" // the net/http gateway's profile keeps the name
+			}
+		}
+		if cfg.accessLog {
+			args[len(args)-1] = filepath.Join(dir, "plinth-h1-access.log")
+		}
+		g1, err = startChild(ctx, roleGateway, append(args, "-server", "plinth"), stderr)
+		if err != nil {
+			return 1, fmt.Errorf("starting Plinth's gateway on its own server: %w", err)
+		}
+		defer g1.stop()
+		targets = append(targets, &target{name: tH1, urls: []string{"http://" + g1.addrs[0] + "/endpoints/" + benchEndpoint + "/score"}, token: token, pids: func() []int { return []int{g1.pid()} }})
+	}
+
 	// Every target must answer 200 before anything is measured.
 	for _, t := range targets {
 		if err := t.probe(ctx, body, cfg.timeout); err != nil {
@@ -299,6 +324,11 @@ func bench(ctx context.Context, cfg config, stdout, stderr io.Writer) (int, erro
 	fmt.Fprintf(stdout, "\nPlinth split (x-plinth-deployment of the answers): %s\n", splitLine(results))
 	if gwStats != "" {
 		fmt.Fprintf(stdout, "Plinth metering: %s\n", gwStats)
+	}
+	if g1 != nil {
+		if st := g1.stop(); st != "" {
+			fmt.Fprintf(stdout, "Plinth on h1 metering: %s\n", st)
+		}
 	}
 	if cfg.cpuprofile != "" {
 		fmt.Fprintf(stdout, "Plinth CPU profile: %s (go tool pprof -top %s)\n", cfg.cpuprofile, cfg.cpuprofile)
@@ -408,6 +438,12 @@ func printVerdicts(w io.Writer, rows []row, conns []int) bool {
 		if x := find(n, tGo); x != nil {
 			line += fmt.Sprintf("; bare Go proxy adds %+.3f ms at p50; Plinth / bare Go proxy throughput %.2f", ms(x.p50-d.p50), p.rps/x.rps)
 		}
+		if x := find(n, tH1); x != nil {
+			line += fmt.Sprintf("; Plinth on h1 adds %+.3f ms at p50; Plinth on h1 / Plinth throughput %.2f", ms(x.p50-d.p50), x.rps/p.rps)
+			if ng := find(n, tNginx); ng != nil && ng.rps > 0 {
+				line += fmt.Sprintf("; Plinth on h1 / nginx throughput %.2f", x.rps/ng.rps)
+			}
+		}
 		fmt.Fprintln(w, line)
 	}
 	lo, hi := slices.Min(conns), slices.Max(conns)
@@ -422,6 +458,16 @@ func printVerdicts(w io.Writer, rows []row, conns []int) bool {
 			hi, ratio, targetNginxRatio, verdict(ratio >= targetNginxRatio))
 	} else {
 		fmt.Fprintf(w, "Plinth / nginx throughput at %d connections: not measured (nginx skipped)\n", hi)
+	}
+	if d, p := find(lo, tDirect), find(lo, tH1); d != nil && p != nil {
+		added := p.p50 - d.p50
+		fmt.Fprintf(w, "Plinth on h1 added p50 (vs direct, %d connection(s)): %.3f ms (target ≤ %.1f ms): %s\n",
+			lo, ms(added), ms(targetAddedP50), verdict(added <= targetAddedP50))
+	}
+	if p, x := find(hi, tH1), find(hi, tNginx); p != nil && x != nil && x.rps > 0 {
+		ratio := p.rps / x.rps
+		fmt.Fprintf(w, "Plinth on h1 / nginx throughput at %d connections: %.2f (target ≥ %.2f): %s\n",
+			hi, ratio, targetNginxRatio, verdict(ratio >= targetNginxRatio))
 	}
 	clean := true
 	for _, r := range rows {
@@ -441,7 +487,7 @@ func splitLine(rs []result) string {
 	counts := map[string]int{}
 	total := 0
 	for _, r := range rs {
-		if r.target != tPlinth {
+		if r.target != tPlinth && r.target != tH1 {
 			continue
 		}
 		for d, n := range r.sample.deployments {

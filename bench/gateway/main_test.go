@@ -20,9 +20,9 @@ func TestMain(m *testing.M) {
 }
 
 // TestSmoke runs the whole benchmark briefly, without nginx: the model and
-// the gateway in their own processes, 1 and 4 connections, and checks that
-// every call succeeded, the split and metering worked, and the report has
-// its table and target lines.
+// the gateway (on net/http and on h1) in their own processes, 1 and 4
+// connections, and checks that every call succeeded, the split and
+// metering worked, and the report has its table and target lines.
 func TestSmoke(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts processes and puts load on the machine for a few seconds")
@@ -30,7 +30,7 @@ func TestSmoke(t *testing.T) {
 	var stdout, stderr bytes.Buffer
 	start := time.Now()
 	code := run(context.Background(), []string{
-		"-duration", "1s", "-warmup", "200ms", "-conns", "1,4", "-rounds", "1", "-nginx", "", "-goproxy",
+		"-duration", "1s", "-warmup", "200ms", "-conns", "1,4", "-rounds", "1", "-nginx", "", "-goproxy", "-h1",
 	}, &stdout, &stderr)
 	out := stdout.String()
 	t.Logf("took %s\n%s", time.Since(start), out)
@@ -43,6 +43,9 @@ func TestSmoke(t *testing.T) {
 		`(?m)^\| 4 \| direct \| [\d,]+ \| [\d.]+ \| [\d.]+ \| 0 \| — \|$`,
 		`(?m)^\| 4 \| plinth \| [\d,]+ \| [\d.]+ \| [\d.]+ \| 0 \| \d+ \|$`,
 		`(?m)^\| 4 \| go-proxy \| [\d,]+ \| [\d.]+ \| [\d.]+ \| 0 \| \d+ \|$`,
+		`(?m)^\| 4 \| plinth-h1 \| [\d,]+ \| [\d.]+ \| [\d.]+ \| 0 \| \d+ \|$`,
+		`Plinth on h1 added p50 \(vs direct, 1 connection\(s\)\): -?[\d.]+ ms \(target ≤ 0.3 ms\): (MET|MISSED)`,
+		`Plinth on h1 metering: [1-9]\d* records written by the sink, 0 dropped`,
 		`Plinth added p50 \(vs direct, 1 connection\(s\)\): -?[\d.]+ ms \(target ≤ 0.3 ms\): (MET|MISSED)`,
 		`Plinth / nginx throughput at 4 connections: not measured \(nginx skipped\)`,
 		`Plinth split \(x-plinth-deployment of the answers\): blue \d+\.\d%, green \d+\.\d%`,

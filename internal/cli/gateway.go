@@ -22,6 +22,7 @@ import (
 	"github.com/plinth-dev/plinth/internal/auth"
 	"github.com/plinth-dev/plinth/internal/client"
 	"github.com/plinth-dev/plinth/internal/gateway"
+	"github.com/plinth-dev/plinth/internal/gateway/h1"
 	"github.com/plinth-dev/plinth/internal/ratelimit"
 )
 
@@ -29,7 +30,7 @@ import (
 // long-polls route snapshots and keeps serving on the last one while the
 // control plane is down.
 func newGatewayCmd(g *globals) *cobra.Command {
-	var addr, cp, redisURL string
+	var addr, cp, redisURL, httpServer string
 	cmd := &cobra.Command{
 		Use:   "gateway --control-plane URL",
 		Short: "Run the gateway (endpoints and the OpenAI-compatible API) on its own, following a control plane's routes",
@@ -42,6 +43,9 @@ a minute. With --redis-url, rate limits and LLM quotas are shared with every gat
 		Example: "  PLINTH_API_KEY=plk_... plinth gateway --control-plane http://10.0.0.5:8080 --addr 0.0.0.0:8081",
 		Args:    exactArgs(0, "(none)"),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if httpServer != "plinth" && httpServer != "net" {
+				return fmt.Errorf("--http-server %q: want plinth or net", httpServer)
+			}
 			p, err := client.Resolve(g.profile, cp, g.key)
 			if err != nil {
 				return err
@@ -86,8 +90,14 @@ a minute. With --redis-url, rate limits and LLM quotas are shared with every gat
 			mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 			mux.Handle("/", srv.Handler)
 			srv.Handler = mux
+			// Both servers get the same handler, timeouts and header limit.
+			serve, shutdown := srv.ListenAndServe, srv.Shutdown
+			if httpServer == "plinth" {
+				hs := h1.FromHTTP(srv)
+				serve, shutdown = func() error { return hs.ListenAndServe(addr) }, hs.Shutdown
+			}
 			errc := make(chan error, 1)
-			go func() { errc <- srv.ListenAndServe() }()
+			go func() { errc <- serve() }()
 			fmt.Fprintf(g.stdout, "Plinth gateway serving at http://%s, following %s\n", addr, p.URL)
 			select {
 			case err := <-errc:
@@ -96,7 +106,7 @@ a minute. With --redis-url, rate limits and LLM quotas are shared with every gat
 			}
 			sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			err = srv.Shutdown(sctx)
+			err = shutdown(sctx)
 			// The meter writes what it holds before it returns.
 			stopMeter()
 			select {
@@ -108,6 +118,7 @@ a minute. With --redis-url, rate limits and LLM quotas are shared with every gat
 	}
 	cmd.Flags().StringVar(&addr, "addr", "127.0.0.1:8081", "address to serve scoring calls on")
 	cmd.Flags().StringVar(&cp, "control-plane", "", "URL of the Plinth control plane")
+	cmd.Flags().StringVar(&httpServer, "http-server", "plinth", "HTTP/1.1 server of the data plane: plinth (its own, cheaper per call; see docs/benchmarks.md) or net (Go's net/http)")
 	cmd.Flags().StringVar(&redisURL, "redis-url", "", "Redis holding the LLM limits' counters, shared with the other gateways and the control plane (redis://host:6379/0); default: in this process")
 	return cmd
 }
