@@ -178,22 +178,29 @@ type UsageQuery struct {
 // UsageGroupings lists what a usage report can be grouped by.
 var UsageGroupings = []string{"team", "workspace", "endpoint", "deployment", "model", "backend", "key"}
 
-// Usage reports endpoint calls with replica cost, and LLM calls with
-// tokens and their cost, since a time, grouped.
-func (s *Service) Usage(ctx context.Context, q UsageQuery) ([]UsageRow, error) {
-	keyOf := map[string]func(ws, team, ep, dep string) string{
+// endpointKeys and llmKeys name a usage row's group for each grouping;
+// a grouping one kind of call lacks (model for endpoint calls) leaves that
+// kind out of the report.
+var (
+	endpointKeys = map[string]func(ws, team, ep, dep string) string{
 		"team":       func(ws, team, ep, dep string) string { return team },
 		"workspace":  func(ws, team, ep, dep string) string { return ws },
 		"endpoint":   func(ws, team, ep, dep string) string { return ws + "/" + ep },
 		"deployment": func(ws, team, ep, dep string) string { return ws + "/" + ep + "/" + dep },
-	}[q.By]
-	llmKeyOf := map[string]func(ws, team, model, backend, keyID string) string{
+	}
+	llmKeys = map[string]func(ws, team, model, backend, keyID string) string{
 		"team":      func(ws, team, model, backend, keyID string) string { return team },
 		"workspace": func(ws, team, model, backend, keyID string) string { return ws },
 		"model":     func(ws, team, model, backend, keyID string) string { return model },
 		"backend":   func(ws, team, model, backend, keyID string) string { return backend },
 		"key":       func(ws, team, model, backend, keyID string) string { return keyID },
-	}[q.By]
+	}
+)
+
+// Usage reports endpoint calls with replica cost, and LLM calls with
+// tokens and their cost, since a time, grouped.
+func (s *Service) Usage(ctx context.Context, q UsageQuery) ([]UsageRow, error) {
+	keyOf, llmKeyOf := endpointKeys[q.By], llmKeys[q.By]
 	if keyOf == nil && llmKeyOf == nil {
 		return nil, fault.InvalidField("by", "%q: usage groups by %s", clip(q.By), strings.Join(UsageGroupings, ", "))
 	}

@@ -25,19 +25,7 @@ type UsagePoint struct {
 // UsageSeries is Usage hour by hour: endpoint and LLM calls since q.Since,
 // grouped by q.By, oldest hour first.
 func (s *Service) UsageSeries(ctx context.Context, q UsageQuery) ([]UsagePoint, error) {
-	keyOf := map[string]func(ws, team, ep, dep string) string{
-		"team":       func(ws, team, ep, dep string) string { return team },
-		"workspace":  func(ws, team, ep, dep string) string { return ws },
-		"endpoint":   func(ws, team, ep, dep string) string { return ws + "/" + ep },
-		"deployment": func(ws, team, ep, dep string) string { return ws + "/" + ep + "/" + dep },
-	}[q.By]
-	llmKeyOf := map[string]func(ws, team, model, backend, keyID string) string{
-		"team":      func(ws, team, model, backend, keyID string) string { return team },
-		"workspace": func(ws, team, model, backend, keyID string) string { return ws },
-		"model":     func(ws, team, model, backend, keyID string) string { return model },
-		"backend":   func(ws, team, model, backend, keyID string) string { return backend },
-		"key":       func(ws, team, model, backend, keyID string) string { return keyID },
-	}[q.By]
+	keyOf, llmKeyOf := endpointKeys[q.By], llmKeys[q.By]
 	if keyOf == nil && llmKeyOf == nil {
 		return nil, fault.InvalidField("by", "%q is not a usage grouping", clip(q.By))
 	}

@@ -73,6 +73,20 @@ func waitFor(t *testing.T, what string, within time.Duration, cond func() bool) 
 	}
 }
 
+// transactionsCSV is n rows of examples/train's input, one in five fraud.
+func transactionsCSV(n int) string {
+	var csv strings.Builder
+	csv.WriteString("amount,hour,fraud\n")
+	for i := range n {
+		fraud := 0
+		if i%5 == 0 {
+			fraud = 1
+		}
+		fmt.Fprintf(&csv, "%d,%d,%d\n", 10+fraud*900+i%37, (i*7)%24, fraud)
+	}
+	return csv.String()
+}
+
 // TestJobTrainsWithMLflow runs examples/train, an unmodified MLflow-REST
 // training program, as a job on serverless compute: it reads a data
 // asset, logs into its own run with the run's token, writes an output
@@ -85,16 +99,7 @@ func TestJobTrainsWithMLflow(t *testing.T) {
 		t.Fatalf("building examples/train: %v\n%s", err, out)
 	}
 	data := t.TempDir()
-	var csv strings.Builder
-	csv.WriteString("amount,hour,fraud\n")
-	for i := range 400 {
-		fraud := 0
-		if i%5 == 0 {
-			fraud = 1
-		}
-		fmt.Fprintf(&csv, "%d,%d,%d\n", 10+fraud*900+i%37, (i*7)%24, fraud)
-	}
-	writeFile(t, filepath.Join(data, "train.csv"), csv.String())
+	writeFile(t, filepath.Join(data, "train.csv"), transactionsCSV(400))
 	if _, err := c.UploadData(context.Background(), "default", "transactions", data, client.UploadOptions{}); err != nil {
 		t.Fatal(err)
 	}

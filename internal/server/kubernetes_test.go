@@ -176,9 +176,31 @@ resources:
 	e.must(200, "PUT", "/api/v1/workspaces/default/endpoints/fraud/deployments/blue", e.admin, map[string]any{
 		"command": "python serve.py", "environment": "registry.example/fraud-server:3", "instance_type": "k8s-small", "instance_count": 1,
 		"readiness_probe": map[string]any{"period": 1, "failure_threshold": 60}})
+	podIP := playReplicaPod(t, cl, "blue")
+	waitReady(t, e, "blue", 1)
+	svcs, err := cl.Client.CoreV1().Services("default").List(ctx, metav1.ListOptions{LabelSelector: kubernetes.LabelDeployment + "=blue"})
+	if err != nil || len(svcs.Items) != 1 || svcs.Items[0].Spec.Selector[kubernetes.LabelEndpoint] != "fraud" {
+		t.Fatalf("the deployment's Service: %v %+v", err, svcs)
+	}
+	e.must(200, "PATCH", "/api/v1/workspaces/default/endpoints/fraud", e.admin, map[string]any{"traffic": map[string]int{"blue": 100}})
+	time.Sleep(300 * time.Millisecond)
+	code, out, _, err := score(e.url+"/endpoints/fraud/score", key, `{"x":1}`)
+	if err != nil || code != 200 || out["served_by"] != podIP {
+		t.Fatalf("scoring through the gateway: %v %d %v", err, code, out)
+	}
+	if os.Getenv("PLINTH_TEST_VERBOSE") != "" {
+		t.Logf("scored at pod %s: %v", podIP, out)
+	}
+}
+
+// playReplicaPod waits for the one pod of a deployment's replica to get
+// its (loopback) IP and serves there, on the executor's first port, as
+// the model server would: it answers with the address it serves at.
+func playReplicaPod(t *testing.T, cl *k8stest.Cluster, deployment string) string {
+	t.Helper()
 	var podIP string
 	waitFor(t, "the replica's pod IP", 30*time.Second, func() bool {
-		pods, err := cl.Client.CoreV1().Pods("default").List(ctx, metav1.ListOptions{LabelSelector: kubernetes.LabelDeployment + "=blue"})
+		pods, err := cl.Client.CoreV1().Pods("default").List(context.Background(), metav1.ListOptions{LabelSelector: kubernetes.LabelDeployment + "=" + deployment})
 		if err != nil || len(pods.Items) != 1 {
 			return false
 		}
@@ -195,20 +217,7 @@ resources:
 	})}
 	go pod.Serve(ln)
 	t.Cleanup(func() { pod.Close() })
-	waitReady(t, e, "blue", 1)
-	svcs, err := cl.Client.CoreV1().Services("default").List(ctx, metav1.ListOptions{LabelSelector: kubernetes.LabelDeployment + "=blue"})
-	if err != nil || len(svcs.Items) != 1 || svcs.Items[0].Spec.Selector[kubernetes.LabelEndpoint] != "fraud" {
-		t.Fatalf("the deployment's Service: %v %+v", err, svcs)
-	}
-	e.must(200, "PATCH", "/api/v1/workspaces/default/endpoints/fraud", e.admin, map[string]any{"traffic": map[string]int{"blue": 100}})
-	time.Sleep(300 * time.Millisecond)
-	code, out, _, err := score(e.url+"/endpoints/fraud/score", key, `{"x":1}`)
-	if err != nil || code != 200 || out["served_by"] != podIP {
-		t.Fatalf("scoring through the gateway: %v %d %v", err, code, out)
-	}
-	if os.Getenv("PLINTH_TEST_VERBOSE") != "" {
-		t.Logf("scored at pod %s: %v", podIP, out)
-	}
+	return podIP
 }
 
 // runServer starts a server over real HTTP with its scheduler and endpoint
@@ -298,24 +307,7 @@ func TestKubernetesServerRestartAdopts(t *testing.T) {
 		`{"command":"python serve.py","environment":"registry.example/fraud:1","instance_type":"k8s-small","readiness_probe":{"period":1,"failure_threshold":60}}`); code != 200 {
 		t.Fatalf("creating the deployment: %d %v", code, out)
 	}
-	var podIP string
-	waitFor(t, "the replica's pod IP", 30*time.Second, func() bool {
-		pods, err := cl.Client.CoreV1().Pods("default").List(ctx, metav1.ListOptions{LabelSelector: kubernetes.LabelDeployment + "=blue"})
-		if err != nil || len(pods.Items) != 1 {
-			return false
-		}
-		podIP = pods.Items[0].Status.PodIP
-		return podIP != ""
-	})
-	ln, err := net.Listen("tcp", net.JoinHostPort(podIP, "8000"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	pod := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		fmt.Fprintf(w, `{"served_by":%q}`, podIP)
-	})}
-	go pod.Serve(ln)
-	t.Cleanup(func() { pod.Close() })
+	podIP := playReplicaPod(t, cl, "blue")
 	ready := func(u string) bool {
 		_, out := call("GET", u+"/api/v1/workspaces/default/endpoints/fraud/deployments/blue", "")
 		reps, _ := out["replicas"].([]any)

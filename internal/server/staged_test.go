@@ -90,16 +90,7 @@ func TestStagedJob(t *testing.T) {
 		t.Fatalf("building examples/train: %v\n%s", err, out)
 	}
 	data := t.TempDir()
-	var csv strings.Builder
-	csv.WriteString("amount,hour,fraud\n")
-	for i := range 200 {
-		fraud := 0
-		if i%5 == 0 {
-			fraud = 1
-		}
-		fmt.Fprintf(&csv, "%d,%d,%d\n", 10+fraud*900+i%37, (i*7)%24, fraud)
-	}
-	writeFile(t, filepath.Join(data, "train.csv"), csv.String())
+	writeFile(t, filepath.Join(data, "train.csv"), transactionsCSV(200))
 	if _, err := c.UploadData(context.Background(), "default", "transactions", data, client.UploadOptions{}); err != nil {
 		t.Fatal(err)
 	}

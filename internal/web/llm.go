@@ -212,13 +212,13 @@ func (u *UI) llmModelUsageJSON(w http.ResponseWriter, r *http.Request, q *req) e
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, hourlyChart(points, r.URL.Query().Get("metric")))
+	writeJSON(w, http.StatusOK, llmChart(points, r.URL.Query().Get("metric")))
 	return nil
 }
 
-// hourlyChart draws usage points as one line per key (the 8 largest),
-// per hour.
-func hourlyChart(points []endpoint.UsagePoint, metric string) chartDoc {
+// llmChart charts a model's usage per hour by the chosen grouping:
+// tokens unless the metric asks for cost or requests.
+func llmChart(points []endpoint.UsagePoint, metric string) chartDoc {
 	value := func(p endpoint.UsagePoint) float64 {
 		switch metric {
 		case "cost":
@@ -228,10 +228,20 @@ func hourlyChart(points []endpoint.UsagePoint, metric string) chartDoc {
 		}
 		return float64(p.Tokens)
 	}
+	doc := chartDoc{XLabel: "time", YLabel: map[string]string{"cost": "cost per hour", "requests": "requests per hour"}[metric], Empty: "No calls to this model in this period."}
+	if doc.YLabel == "" {
+		doc.YLabel = "tokens per hour"
+	}
+	return hourlyChart(points, func(p endpoint.UsagePoint) string { return p.Key }, value, doc)
+}
+
+// hourlyChart draws usage points as one line per group (the 8 largest by
+// value), per hour, into doc.
+func hourlyChart(points []endpoint.UsagePoint, group func(endpoint.UsagePoint) string, value func(endpoint.UsagePoint) float64, doc chartDoc) chartDoc {
 	totals := map[string]float64{}
 	hours := map[int64]bool{}
 	for _, p := range points {
-		totals[p.Key] += value(p)
+		totals[group(p)] += value(p)
 		hours[p.Hour.Unix()] = true
 	}
 	keys := make([]string, 0, len(totals))
@@ -255,10 +265,6 @@ func hourlyChart(points []endpoint.UsagePoint, metric string) chartDoc {
 	for i, x := range xs {
 		pos[int64(x)] = i
 	}
-	doc := chartDoc{XLabel: "time", YLabel: map[string]string{"cost": "cost per hour", "requests": "requests per hour"}[metric], Empty: "No calls to this model in this period."}
-	if doc.YLabel == "" {
-		doc.YLabel = "tokens per hour"
-	}
 	idx := make(map[string]int, len(keys))
 	for i, k := range keys {
 		idx[k] = i
@@ -273,7 +279,7 @@ func hourlyChart(points []endpoint.UsagePoint, metric string) chartDoc {
 		doc.Series = append(doc.Series, s)
 	}
 	for _, p := range points {
-		if i, ok := idx[p.Key]; ok {
+		if i, ok := idx[group(p)]; ok {
 			j := pos[p.Hour.Unix()]
 			doc.Series[i].Y[j] = doc.Series[i].Y[j].(float64) + value(p)
 		}

@@ -5,7 +5,6 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -199,54 +198,11 @@ func (u *UI) usageSeriesJSON(w http.ResponseWriter, r *http.Request, q *req) err
 		}
 		return float64(p.Requests)
 	}
-	totals := map[string]float64{}
-	hours := map[int64]bool{}
-	for _, p := range points {
-		totals[p.Kind+" "+p.Key] += value(p)
-		hours[p.Hour.Unix()] = true
-	}
-	keys := make([]string, 0, len(totals))
-	for k, v := range totals {
-		if v > 0 {
-			keys = append(keys, k)
-		}
-	}
-	sort.Slice(keys, func(i, j int) bool {
-		return totals[keys[i]] > totals[keys[j]] || totals[keys[i]] == totals[keys[j]] && keys[i] < keys[j]
-	})
-	if len(keys) > 8 {
-		keys = keys[:8]
-	}
-	xs := make([]float64, 0, len(hours))
-	for h := range hours {
-		xs = append(xs, float64(h))
-	}
-	sort.Float64s(xs)
-	pos := map[float64]int{}
-	for i, x := range xs {
-		pos[x] = i
-	}
 	doc := chartDoc{XLabel: "time", YLabel: map[string]string{"cost": "cost per hour", "tokens": "tokens per hour"}[metric], Empty: "No usage in this period."}
 	if doc.YLabel == "" {
 		doc.YLabel = "requests per hour"
 	}
-	for _, k := range keys {
-		s := series{Label: k, X: xs, T: xs, Y: make([]any, len(xs))}
-		for i := range s.Y {
-			s.Y[i] = 0.0
-		}
-		doc.Series = append(doc.Series, s)
-	}
-	idx := map[string]int{}
-	for i, k := range keys {
-		idx[k] = i
-	}
-	for _, p := range points {
-		if i, ok := idx[p.Kind+" "+p.Key]; ok {
-			j := pos[float64(p.Hour.Unix())]
-			doc.Series[i].Y[j] = doc.Series[i].Y[j].(float64) + value(p)
-		}
-	}
+	doc = hourlyChart(points, func(p endpoint.UsagePoint) string { return p.Kind + " " + p.Key }, value, doc)
 	writeJSON(w, http.StatusOK, doc)
 	return nil
 }
