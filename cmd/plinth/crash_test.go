@@ -25,12 +25,21 @@ const crashKey = "crash-test-admin-key-0123456789"
 // URL it serves.
 func startPlinth(t *testing.T, dataDir string) (*exec.Cmd, string) {
 	t.Helper()
+	env := []string{"PLINTH_BOOTSTRAP_KEY=" + crashKey, "PLINTH_CONFIG_DIR=" + filepath.Join(dataDir, "cfg")}
+	return runPlinth(t, env, 30*time.Second, "up", "--addr", "127.0.0.1:0", "--data-dir", dataDir, "--log-level", "warn")
+}
+
+// runPlinth starts the plinth test binary with args and env added to this
+// process's environment, and returns it with the URL it says it serves at
+// (within the given time). The process is killed when the test ends.
+func runPlinth(t *testing.T, env []string, within time.Duration, args ...string) (*exec.Cmd, string) {
+	t.Helper()
 	bin, err := exec.LookPath("plinth")
 	if err != nil {
 		t.Fatalf("plinth test binary not on PATH: %v", err)
 	}
-	cmd := exec.Command(bin, "up", "--addr", "127.0.0.1:0", "--data-dir", dataDir, "--log-level", "warn")
-	cmd.Env = append(os.Environ(), "PLINTH_BOOTSTRAP_KEY="+crashKey, "PLINTH_CONFIG_DIR="+filepath.Join(dataDir, "cfg"))
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), env...)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -52,8 +61,8 @@ func startPlinth(t *testing.T, dataDir string) (*exec.Cmd, string) {
 	select {
 	case url := <-urlc:
 		return cmd, url
-	case <-time.After(30 * time.Second):
-		t.Fatal("plinth up did not start within 30s")
+	case <-time.After(within):
+		t.Fatalf("plinth %s did not start within %s", args[0], within)
 	}
 	return nil, ""
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -24,37 +23,7 @@ import (
 // startServer runs `plinth server` with args and returns it and its URL.
 func startServer(t *testing.T, env []string, args ...string) (*exec.Cmd, string) {
 	t.Helper()
-	bin, err := exec.LookPath("plinth")
-	if err != nil {
-		t.Fatalf("plinth test binary not on PATH: %v", err)
-	}
-	cmd := exec.Command(bin, append([]string{"server", "--addr", "127.0.0.1:0", "--log-level", "warn"}, args...)...)
-	cmd.Env = append(os.Environ(), env...)
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	urlc := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			if _, url, ok := strings.Cut(sc.Text(), "is serving at "); ok {
-				urlc <- url
-			}
-		}
-	}()
-	select {
-	case url := <-urlc:
-		return cmd, url
-	case <-time.After(60 * time.Second):
-		t.Fatal("plinth server did not start within 60s")
-	}
-	return nil, ""
+	return runPlinth(t, env, 60*time.Second, append([]string{"server", "--addr", "127.0.0.1:0", "--log-level", "warn"}, args...)...)
 }
 
 // role is what a server's /readyz says it is: "leader" or "standby".

@@ -436,38 +436,19 @@ func TestArtifactStoreStreamedPut(t *testing.T) {
 	}
 	s, dir := newStore(t)
 	const size = 64 << 20
-	runtime.GC()
 	var before runtime.MemStats
 	runtime.ReadMemStats(&before)
-
-	var peak atomic.Uint64
-	done := make(chan struct{})
-	sampled := make(chan struct{})
-	go func() {
-		defer close(sampled)
-		var m runtime.MemStats
-		for {
-			runtime.ReadMemStats(&m)
-			if m.HeapInuse > peak.Load() {
-				peak.Store(m.HeapInuse)
-			}
-			select {
-			case <-done:
-				return
-			case <-time.After(2 * time.Millisecond):
-			}
-		}
-	}()
-	n, err := s.Put(context.Background(), "ws/big.bin", &patternReader{n: size})
-	close(done)
-	<-sampled
+	var n int64
+	var err error
+	grew := peakHeapGrowth(func() {
+		n, err = s.Put(context.Background(), "ws/big.bin", &patternReader{n: size})
+	})
 	if err != nil || n != size {
 		t.Fatalf("Put = %d, %v", n, err)
 	}
 	var after runtime.MemStats
 	runtime.ReadMemStats(&after)
 	allocated := after.TotalAlloc - before.TotalAlloc
-	grew := int64(peak.Load()) - int64(before.HeapInuse)
 	t.Logf("64 MiB Put: %d KiB allocated, heap in use grew by at most %d KiB", allocated>>10, grew>>10)
 	if allocated > size/8 {
 		t.Errorf("Put allocated %d bytes for a %d-byte blob: not streamed", allocated, size)

@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"context"
 	"net/http"
-	"os"
-	"path/filepath"
 	"sort"
 	"strings"
 	"testing"
@@ -58,28 +56,10 @@ func TestDataUploadObjectStores(t *testing.T) {
 				t.Fatalf("resumed upload: %+v", res)
 			}
 
-			out := t.TempDir()
-			if _, err := cl.DownloadData(context.Background(), "default", "transactions", "1", out, nil); err != nil {
-				t.Fatalf("download: %v", err)
-			}
-			for p, b := range files {
-				got, err := os.ReadFile(filepath.Join(out, filepath.FromSlash(p)))
-				if err != nil || !bytes.Equal(got, b) {
-					t.Errorf("downloaded %s differs (%v)", p, err)
-				}
-			}
-			req, _ := http.NewRequest("GET", e.url+"/api/v1/workspaces/default/data/transactions/versions/1/download?path=train/part-0.csv", nil)
-			req.Header.Set("Authorization", "Bearer "+e.admin)
-			req.Header.Set("Range", "bytes=2097150-2097159")
-			rr, err := http.DefaultClient.Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			part := make([]byte, 64)
-			n, _ := rr.Body.Read(part)
-			rr.Body.Close()
-			if rr.StatusCode != http.StatusPartialContent || !bytes.Equal(part[:n], files["train/part-0.csv"][2097150:2097160]) {
-				t.Fatalf("range request: %d %q", rr.StatusCode, part[:n])
+			checkDownload(t, cl, files)
+			status, part, _ := rangeOfData(t, e, "train/part-0.csv", 2097150, 2097159)
+			if status != http.StatusPartialContent || !bytes.Equal(part, files["train/part-0.csv"][2097150:2097160]) {
+				t.Fatalf("range request: %d %q", status, part)
 			}
 
 			// What the bucket holds: one blob a file, all in the private

@@ -49,6 +49,37 @@ func sum(b []byte) string {
 // TestDataUploadResumeDownload uploads a folder in chunks, interrupts the
 // upload part way, resumes it, and reads every file back; the same bytes
 // again make no new version, changed bytes do.
+// checkDownload downloads data transactions:1 and compares it with files.
+func checkDownload(t *testing.T, c *client.Client, files map[string][]byte) {
+	t.Helper()
+	out := t.TempDir()
+	if _, err := c.DownloadData(context.Background(), "default", "transactions", "1", out, nil); err != nil {
+		t.Fatalf("download: %v", err)
+	}
+	for p, b := range files {
+		got, err := os.ReadFile(filepath.Join(out, filepath.FromSlash(p)))
+		if err != nil || !bytes.Equal(got, b) {
+			t.Errorf("downloaded %s differs (%v)", p, err)
+		}
+	}
+}
+
+// rangeOfData asks for bytes from..to of a file of data transactions:1.
+func rangeOfData(t *testing.T, e *env, path string, from, to int) (int, []byte, http.Header) {
+	t.Helper()
+	req, _ := http.NewRequest("GET", e.url+"/api/v1/workspaces/default/data/transactions/versions/1/download?path="+path, nil)
+	req.Header.Set("Authorization", "Bearer "+e.admin)
+	req.Header.Set("Range", fmt.Sprintf("bytes=%d-%d", from, to))
+	rr, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rr.Body.Close()
+	part := make([]byte, 64)
+	n, _ := rr.Body.Read(part)
+	return rr.StatusCode, part[:n], rr.Header
+}
+
 func TestDataUploadResumeDownload(t *testing.T) {
 	eachDB(t, func(t *testing.T, e *env) {
 		c := client.New(e.url, e.admin)
@@ -112,29 +143,11 @@ func TestDataUploadResumeDownload(t *testing.T) {
 				t.Errorf("file %s recorded as %d bytes, %s", f.Path, f.Size, f.SHA256)
 			}
 		}
-		out := t.TempDir()
-		if _, err := c.DownloadData(context.Background(), "default", "transactions", "1", out, nil); err != nil {
-			t.Fatalf("download: %v", err)
-		}
-		for p, b := range files {
-			got, err := os.ReadFile(filepath.Join(out, filepath.FromSlash(p)))
-			if err != nil || !bytes.Equal(got, b) {
-				t.Errorf("downloaded %s differs (%v)", p, err)
-			}
-		}
+		checkDownload(t, c, files)
 		// Range requests work, so downloads can resume.
-		req, _ := http.NewRequest("GET", e.url+"/api/v1/workspaces/default/data/transactions/versions/1/download?path=train/part-1.csv", nil)
-		req.Header.Set("Authorization", "Bearer "+e.admin)
-		req.Header.Set("Range", "bytes=10-19")
-		rr, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		part := make([]byte, 64)
-		n, _ := rr.Body.Read(part)
-		rr.Body.Close()
-		if rr.StatusCode != http.StatusPartialContent || !bytes.Equal(part[:n], files["train/part-1.csv"][10:20]) || rr.Header.Get("ETag") != `"`+sum(files["train/part-1.csv"])+`"` {
-			t.Fatalf("range request: %d %q %v", rr.StatusCode, part[:n], rr.Header)
+		status, part, hdr := rangeOfData(t, e, "train/part-1.csv", 10, 19)
+		if status != http.StatusPartialContent || !bytes.Equal(part, files["train/part-1.csv"][10:20]) || hdr.Get("ETag") != `"`+sum(files["train/part-1.csv"])+`"` {
+			t.Fatalf("range request: %d %q %v", status, part, hdr)
 		}
 
 		// The same bytes again: recognised before anything is sent.
