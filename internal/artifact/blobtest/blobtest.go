@@ -30,7 +30,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -42,6 +41,8 @@ import (
 	"gocloud.dev/blob"
 	_ "gocloud.dev/blob/azureblob"
 	_ "gocloud.dev/blob/s3blob"
+
+	"github.com/plinth-dev/plinth/internal/testproc"
 )
 
 // Environment variables read by this package.
@@ -297,22 +298,8 @@ func start(t testing.TB, mk command) (*Server, error) {
 	cmd.SysProcAttr = sysProcAttr()
 	name := filepath.Base(cmd.Path)
 
-	started := make(chan error, 1)
-	exited := make(chan error, 1)
-	go func() {
-		// The parent-death signal (Linux) fires when the thread that
-		// forked the server exits: pin this goroutine to its thread and
-		// keep it waiting for as long as the server runs, so a test binary
-		// that dies takes the server with it.
-		runtime.LockOSThread()
-		if err := cmd.Start(); err != nil {
-			started <- err
-			return
-		}
-		started <- nil
-		exited <- cmd.Wait()
-	}()
-	if err := <-started; err != nil {
+	exited, err := testproc.Start(cmd)
+	if err != nil {
 		return nil, fmt.Errorf("starting %s: %w", name, err)
 	}
 	stop := func() {

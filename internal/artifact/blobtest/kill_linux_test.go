@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/plinth-dev/plinth/internal/testproc"
 )
 
 const envKillHelper = "PLINTH_BLOBTEST_KILL_HELPER"
@@ -67,7 +69,7 @@ func TestKilledBinaryLeavesNoServer(t *testing.T) {
 			if pid == 0 {
 				t.Fatalf("child did not report a server; output: %s %s", strings.Join(out, "\n"), stderr.String())
 			}
-			if !alive(pid) {
+			if !testproc.Alive(pid) {
 				t.Fatalf("server %d is not running before the kill", pid)
 			}
 			if err := child.Process.Kill(); err != nil {
@@ -75,7 +77,7 @@ func TestKilledBinaryLeavesNoServer(t *testing.T) {
 			}
 			child.Wait()
 			deadline := time.Now().Add(15 * time.Second)
-			for alive(pid) {
+			for testproc.Alive(pid) {
 				if time.Now().After(deadline) {
 					t.Fatalf("server %d still running 15s after its test binary was killed", pid)
 				}
@@ -83,14 +85,4 @@ func TestKilledBinaryLeavesNoServer(t *testing.T) {
 			}
 		})
 	}
-}
-
-// alive reports whether pid runs; a zombie (nobody reaped it) is dead.
-func alive(pid int) bool {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return false
-	}
-	_, after, ok := strings.Cut(string(b), ") ")
-	return ok && !strings.HasPrefix(after, "Z")
 }

@@ -19,11 +19,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/plinth-dev/plinth/internal/testproc"
 )
 
 // Environment variables read by this package.
@@ -97,22 +98,8 @@ func start(t testing.TB, bin, dir string) (string, error) {
 	cmd.Dir = dir
 	cmd.SysProcAttr = sysProcAttr()
 
-	started := make(chan error, 1)
-	exited := make(chan error, 1)
-	go func() {
-		// The parent-death signal (Linux) fires when the thread that
-		// forked the server exits: pin this goroutine to its thread and
-		// keep it waiting for as long as the server runs, so a test binary
-		// that dies takes the server with it.
-		runtime.LockOSThread()
-		if err := cmd.Start(); err != nil {
-			started <- err
-			return
-		}
-		started <- nil
-		exited <- cmd.Wait()
-	}()
-	if err := <-started; err != nil {
+	exited, err := testproc.Start(cmd)
+	if err != nil {
 		return "", fmt.Errorf("starting redis-server: %w", err)
 	}
 	stop := func() {

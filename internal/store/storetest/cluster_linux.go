@@ -14,10 +14,11 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"syscall"
 	"time"
+
+	"github.com/plinth-dev/plinth/internal/testproc"
 )
 
 // cluster describes the throwaway server of this test binary.
@@ -154,21 +155,7 @@ func startPostgres(bin, dir, data string, cred *syscall.Credential, password str
 	// Setpgid keeps a terminal's ^C from reaching the server mid-test.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true, Credential: cred}
 
-	started := make(chan error, 1)
-	exited := make(chan error, 1)
-	go func() {
-		// The parent-death signal fires when the thread that forked the
-		// child exits, not the process. Pin this goroutine to its thread
-		// and keep it waiting for as long as the server runs.
-		runtime.LockOSThread()
-		if err := cmd.Start(); err != nil {
-			started <- err
-			return
-		}
-		started <- nil
-		exited <- cmd.Wait()
-	}()
-	err = <-started
+	exited, err := testproc.Start(cmd)
 	logf.Close()
 	if err != nil {
 		return "", fmt.Errorf("starting postgres: %w", err)

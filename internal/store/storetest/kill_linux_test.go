@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/plinth-dev/plinth/internal/testproc"
 )
 
 const envKillHelper = "PLINTH_STORETEST_KILL_HELPER"
@@ -68,7 +70,7 @@ func TestKilledBinaryLeavesNoServer(t *testing.T) {
 	if pid == 0 || dir == "" {
 		t.Fatalf("child did not report a server; stderr: %s", stderr.String())
 	}
-	if !alive(pid) {
+	if !testproc.Alive(pid) {
 		t.Fatalf("postmaster %d is not running before the kill", pid)
 	}
 
@@ -78,7 +80,7 @@ func TestKilledBinaryLeavesNoServer(t *testing.T) {
 	child.Wait()
 
 	deadline := time.Now().Add(15 * time.Second)
-	for alive(pid) {
+	for testproc.Alive(pid) {
 		if time.Now().After(deadline) {
 			t.Fatalf("postmaster %d still running 15s after its test binary was killed", pid)
 		}
@@ -93,14 +95,4 @@ func TestKilledBinaryLeavesNoServer(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-}
-
-// alive reports whether pid runs; a zombie (nobody reaped it) is dead.
-func alive(pid int) bool {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return false
-	}
-	_, after, ok := strings.Cut(string(b), ") ")
-	return ok && !strings.HasPrefix(after, "Z")
 }

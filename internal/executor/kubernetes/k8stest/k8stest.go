@@ -52,6 +52,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+
+	"github.com/plinth-dev/plinth/internal/testproc"
 )
 
 // Versions the binaries are built at; keep in step with
@@ -204,12 +206,13 @@ func startProcess(dir, name, path string, args ...string) (*process, error) {
 	// The components must not outlive a test binary that is killed.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
 	cmd.Env = []string{"HOME=" + dir, "PATH=/usr/bin:/bin"}
-	if err := cmd.Start(); err != nil {
+	exited, err := testproc.Start(cmd)
+	if err != nil {
 		logf.Close()
 		return nil, fmt.Errorf("starting %s: %w", name, err)
 	}
 	p := &process{name: name, cmd: cmd, done: make(chan struct{})}
-	go func() { cmd.Wait(); logf.Close(); close(p.done) }()
+	go func() { <-exited; logf.Close(); close(p.done) }()
 	return p, nil
 }
 
