@@ -153,22 +153,11 @@ func (s *Service) start(ctx context.Context, j *Job) error {
 		}
 	}
 	_, tsc := s.scopes(*j)
-	inputs := map[string]string{}
-	for name, in := range j.Spec.Inputs {
-		if in.IsLiteral() {
-			if in.Value != nil {
-				inputs[name] = *in.Value
-			}
-			continue
-		}
-		if in.Path == "" {
-			continue
-		}
-		p, err := s.fetchInput(ctx, tsc, name, in, filepath.Join(dir, "inputs", name))
-		if err != nil {
-			return fault.Wrap(fault.Invalid, err, "input %s (%s): %v", name, clip(in.Path), errorMessage(err))
-		}
-		inputs[name] = p
+	inputs, err := resolveInputs(j.Spec, func(name string, in Input) (string, error) {
+		return s.fetchInput(ctx, tsc, name, in, filepath.Join(dir, "inputs", name))
+	})
+	if err != nil {
+		return err
 	}
 	outputs := map[string]string{}
 	for name, o := range j.Spec.Outputs {
@@ -210,25 +199,15 @@ func (s *Service) startRemote(ctx context.Context, j *Job) error {
 	if j.CodeDigest != "" {
 		stage.Fetch = append(stage.Fetch, executor.Fetch{Kind: executor.FetchCode, Workspace: j.Workspace, Source: j.CodeDigest, To: codeDir})
 	}
-	inputs := map[string]string{}
-	for name, in := range j.Spec.Inputs {
-		if in.IsLiteral() {
-			if in.Value != nil {
-				inputs[name] = *in.Value
-			}
-			continue
-		}
-		if in.Path == "" {
-			continue
-		}
+	inputs, err := resolveInputs(j.Spec, func(name string, in Input) (string, error) {
 		p, f, err := s.remoteInput(ctx, tsc, in, root+"/inputs/"+name)
-		if err != nil {
-			return fault.Wrap(fault.Invalid, err, "input %s (%s): %v", name, clip(in.Path), errorMessage(err))
-		}
 		if f != nil {
 			stage.Fetch = append(stage.Fetch, *f)
 		}
-		inputs[name] = p
+		return p, err
+	})
+	if err != nil {
+		return err
 	}
 	outputs := map[string]string{}
 	for name, o := range j.Spec.Outputs {
@@ -246,6 +225,29 @@ func (s *Service) startRemote(ctx context.Context, j *Job) error {
 		return err
 	}
 	return s.launchNodes(ctx, j, command, codeDir, stage)
+}
+
+// resolveInputs gives each input of spec the value its command sees:
+// literals as they are, data inputs where place puts them.
+func resolveInputs(spec Spec, place func(name string, in Input) (string, error)) (map[string]string, error) {
+	inputs := map[string]string{}
+	for name, in := range spec.Inputs {
+		if in.IsLiteral() {
+			if in.Value != nil {
+				inputs[name] = *in.Value
+			}
+			continue
+		}
+		if in.Path == "" {
+			continue
+		}
+		p, err := place(name, in)
+		if err != nil {
+			return nil, fault.Wrap(fault.Invalid, err, "input %s (%s): %v", name, clip(in.Path), errorMessage(err))
+		}
+		inputs[name] = p
+	}
+	return inputs, nil
 }
 
 // remoteInput is where a data input will be inside the container and what
@@ -270,17 +272,9 @@ func (s *Service) remoteInput(ctx context.Context, sc tracking.Scope, in Input, 
 		}
 		return dir, f, nil
 	case SourceRun, SourceArtifact:
-		key := strings.TrimPrefix(strings.TrimPrefix(in.Path, "mlflow-artifacts:"), "/")
-		if src.Kind == SourceRun {
-			run, err := s.Tracking.GetRun(ctx, sc, src.RunID)
-			if err != nil {
-				return "", nil, err
-			}
-			key = strings.TrimPrefix(strings.TrimRight(run.Info.ArtifactURI, "/"), "mlflow-artifacts:/") + "/" + src.ArtifactPath
-		}
-		key = strings.TrimRight(key, "/")
-		if ws, _, _ := strings.Cut(key, "/"); ws != sc.Workspace {
-			return "", nil, fmt.Errorf("%s is not in workspace %s", in.Path, sc.Workspace)
+		key, err := s.artifactKey(ctx, sc, in.Path, src)
+		if err != nil {
+			return "", nil, err
 		}
 		f := &executor.Fetch{Kind: executor.FetchArtifacts, Workspace: sc.Workspace, Source: key, To: dir}
 		// A file arrives as dir/<its name>, a folder's files under dir.
@@ -388,20 +382,30 @@ func (s *Service) fetchInput(ctx context.Context, sc tracking.Scope, name string
 		}
 		return dir, nil
 	case SourceRun, SourceArtifact:
-		key := strings.TrimPrefix(strings.TrimPrefix(in.Path, "mlflow-artifacts:"), "/")
-		if src.Kind == SourceRun {
-			run, err := s.Tracking.GetRun(ctx, sc, src.RunID)
-			if err != nil {
-				return "", err
-			}
-			key = strings.TrimPrefix(strings.TrimRight(run.Info.ArtifactURI, "/"), "mlflow-artifacts:/") + "/" + src.ArtifactPath
+		key, err := s.artifactKey(ctx, sc, in.Path, src)
+		if err != nil {
+			return "", err
 		}
-		if ws, _, _ := strings.Cut(key, "/"); ws != sc.Workspace {
-			return "", fmt.Errorf("%s is not in workspace %s", in.Path, sc.Workspace)
-		}
-		return s.Artifacts.Download(ctx, strings.TrimRight(key, "/"), dir)
+		return s.Artifacts.Download(ctx, key, dir)
 	}
 	return "", fmt.Errorf("cannot fetch %s", in.Path)
+}
+
+// artifactKey is where a runs:/ or mlflow-artifacts:/ input is in the
+// artifact store; it must be in the job's workspace.
+func (s *Service) artifactKey(ctx context.Context, sc tracking.Scope, path string, src Source) (string, error) {
+	key := strings.TrimPrefix(strings.TrimPrefix(path, "mlflow-artifacts:"), "/")
+	if src.Kind == SourceRun {
+		run, err := s.Tracking.GetRun(ctx, sc, src.RunID)
+		if err != nil {
+			return "", err
+		}
+		key = strings.TrimPrefix(strings.TrimRight(run.Info.ArtifactURI, "/"), "mlflow-artifacts:/") + "/" + src.ArtifactPath
+	}
+	if ws, _, _ := strings.Cut(key, "/"); ws != sc.Workspace {
+		return "", fmt.Errorf("%s is not in workspace %s", path, sc.Workspace)
+	}
+	return strings.TrimRight(key, "/"), nil
 }
 
 func (s *Service) copyDataFile(ctx context.Context, sc tracking.Scope, v registry.DataVersion, f registry.DataFile, target string) error {

@@ -69,12 +69,10 @@ func (e stagingExecutor) Start(ctx context.Context, spec executor.Spec) (executo
 	return e.Executor.Start(ctx, spec)
 }
 
-// TestStagedJob runs examples/train as a job on an executor whose work
-// cannot see the server's files: the runner fetches the code snapshot and
-// the data input with the run token, the command runs with paths inside
-// its own directory, and the output is uploaded into the run's artifacts
-// and registered as data, exactly as on the local executor.
-func TestStagedJob(t *testing.T) {
+// startStaging runs a server whose work goes through stagingExecutor, and
+// returns it with the folder that plays the containers' /plinth/work.
+func startStaging(t *testing.T) (*env, string) {
+	t.Helper()
 	dir := t.TempDir()
 	exe, err := local.New(context.Background(), filepath.Join(dir, "executor"))
 	if err != nil {
@@ -83,6 +81,17 @@ func TestStagedJob(t *testing.T) {
 	e := startWith(t, server.Config{DataDir: dir, BootstrapKey: adminKey, ExecutorImpl: stagingExecutor{exe}})
 	container := t.TempDir()
 	e.srv.Jobs.RemoteWorkDir = container
+	e.srv.Controller.RemoteModelDir = container
+	return e, container
+}
+
+// TestStagedJob runs examples/train as a job on an executor whose work
+// cannot see the server's files: the runner fetches the code snapshot and
+// the data input with the run token, the command runs with paths inside
+// its own directory, and the output is uploaded into the run's artifacts
+// and registered as data, exactly as on the local executor.
+func TestStagedJob(t *testing.T) {
+	e, container := startStaging(t)
 	c := client.New(e.url, e.admin)
 
 	bin := filepath.Join(t.TempDir(), "train")
@@ -204,14 +213,7 @@ func runArtifactRoot(t *testing.T, e *env, runID string) string {
 // nested folders included, with a token of its own (a run token bound to no
 // run, so it cannot write), which is revoked when the replica stops.
 func TestStagedReplicaModel(t *testing.T) {
-	dir := t.TempDir()
-	exe, err := local.New(context.Background(), filepath.Join(dir, "executor"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := startWith(t, server.Config{DataDir: dir, BootstrapKey: adminKey, ExecutorImpl: stagingExecutor{exe}})
-	container := t.TempDir()
-	e.srv.Controller.RemoteModelDir = container
+	e, container := startStaging(t)
 	startEndpoints(t, e)
 	script := writeFile(t, filepath.Join(t.TempDir(), "serve.py"), modelServer)
 
