@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"time"
 
@@ -270,19 +271,15 @@ func checkDatabase(ctx context.Context, cfg server.Config, dataExists bool) chec
 	}
 	engine := "SQLite"
 	if dialect == store.Postgres {
-		var version string
-		if err := db.Read().QueryRowContext(ctx, `SHOW server_version`).Scan(&version); err == nil {
-			engine = "PostgreSQL " + version
-			if major := strings.SplitN(version, ".", 2)[0]; len(major) < 2 || major < "13" {
-				r.Status, r.Detail = checkWarn, fmt.Sprintf("%s at %s: older than the PostgreSQL versions Plinth is tested on (13 and newer)", engine, db.Location)
-				r.Fix = "upgrade PostgreSQL to a supported major version"
-				return r
-			}
-		}
-	} else {
-		var version string
-		if err := db.Read().QueryRowContext(ctx, `SELECT sqlite_version()`).Scan(&version); err == nil {
-			engine = "SQLite " + version
+		engine = "PostgreSQL"
+	}
+	if version, err := db.EngineVersion(ctx); err == nil {
+		engine += " " + version
+		major, perr := strconv.Atoi(strings.SplitN(version, ".", 2)[0])
+		if dialect == store.Postgres && perr == nil && major < 13 {
+			r.Status, r.Detail = checkWarn, fmt.Sprintf("%s at %s: older than the PostgreSQL versions Plinth is tested on (13 and newer)", engine, db.Location)
+			r.Fix = "upgrade PostgreSQL to a supported major version"
+			return r
 		}
 	}
 	have, err := db.SchemaVersion(ctx)

@@ -128,6 +128,18 @@ func (db *DB) Conn(ctx context.Context) (*sql.Conn, error) { return db.write.Con
 // Dialect reports which SQL engine this DB speaks.
 func (db *DB) Dialect() Dialect { return db.dialect }
 
+// EngineVersion is the database server's version as it reports it
+// ("15.18" for PostgreSQL, "3.46.1" for SQLite), for diagnostics.
+func (db *DB) EngineVersion(ctx context.Context) (string, error) {
+	q := `SELECT sqlite_version()`
+	if db.dialect == Postgres {
+		q = `SHOW server_version`
+	}
+	var version string
+	err := db.read.QueryRowContext(ctx, q).Scan(&version)
+	return version, err
+}
+
 // Close closes every connection. It is safe to call once.
 func (db *DB) Close() error {
 	db.closeGroup()

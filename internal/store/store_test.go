@@ -463,3 +463,16 @@ func TestSQLiteReadIsReadOnly(t *testing.T) {
 		t.Error("CREATE TABLE through Read() succeeded, want it refused")
 	}
 }
+
+// TestEngineVersion: each engine reports a dotted version, for plinth doctor.
+func TestEngineVersion(t *testing.T) {
+	for _, d := range storetest.Dialects {
+		t.Run(string(d), func(t *testing.T) {
+			v, err := openUnmigrated(t, d).EngineVersion(t.Context())
+			if err != nil || !strings.Contains(v, ".") {
+				t.Fatalf("EngineVersion = %q, %v", v, err)
+			}
+			t.Logf("%s %s", d, v)
+		})
+	}
+}
